@@ -1,0 +1,159 @@
+//! The command line: every subcommand and its flags (clap derive). Values
+//! are validated here by `value_parser`s, so a bad flag is a usage error
+//! (exit 2) that names it; the commands receive checked values.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{parse_duration, parse_ratio};
+use crate::gen::Format;
+use crate::pipeline::decode::DEFAULT_MAX_LINE_BYTES;
+use crate::pipeline::sessionize::DEFAULT_MAX_OPEN_SESSIONS;
+use crate::query::OutputFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pullstats",
+    version,
+    about = "Pull analytics for container registries: request events → pull actions → Delta Lake → SQL",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate realistic registry request events (JSON lines), deterministically.
+    Gen(GenArgs),
+    /// Ingest request events into the pulls table.
+    Ingest(IngestArgs),
+    /// Run SQL over the pulls table (registered as `pulls`).
+    Sql(SqlArgs),
+    /// Generate a sample, ingest it into a local table and summarise it.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GenArgs {
+    /// Number of lines (events) to write.
+    #[arg(long, default_value_t = 100_000)]
+    pub events: u64,
+    /// Seed: the same seed and flags give byte-identical output.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// First day (UTC) of the generated traffic.
+    #[arg(long, default_value = "2026-11-02", value_parser = parse_day)]
+    pub start: NaiveDate,
+    /// Number of days the traffic spans.
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=3660))]
+    pub days: u32,
+    /// Input encoding to produce.
+    #[arg(long, value_enum, default_value_t = Format::Flat)]
+    pub format: Format,
+    /// Fraction of lines that are malformed, of many kinds.
+    #[arg(long, default_value = "0", value_parser = parse_ratio)]
+    pub bad_ratio: f64,
+    /// Output file; stdout when absent or `-`.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Also write what was generated (intended action counts…) as JSON here.
+    #[arg(long)]
+    pub stats: Option<PathBuf>,
+}
+
+/// Session (grouping) settings shared by the ingesting commands.
+#[derive(Debug, Args, Clone)]
+pub struct SessionArgs {
+    /// Longest gap between the requests of one pull (e.g. 500ms, 5s).
+    #[arg(long, env = "PULLSTATS_SESSION_GAP", default_value = "5s", value_parser = parse_duration)]
+    pub session_gap: Duration,
+    /// How far input may be out of event-time order; later events are counted as their own action.
+    #[arg(long, env = "PULLSTATS_MAX_LATENESS", default_value = "30s", value_parser = parse_duration)]
+    pub max_lateness: Duration,
+    /// Cap on open sessions (bounded memory); beyond it the least recently active closes early.
+    #[arg(long, env = "PULLSTATS_MAX_OPEN_SESSIONS", default_value_t = DEFAULT_MAX_OPEN_SESSIONS)]
+    pub max_open_sessions: usize,
+}
+
+/// Privacy settings shared by the ingesting commands.
+#[derive(Debug, Args, Clone)]
+pub struct PrivacyArgs {
+    /// Secret key of the IP hash. Keep it stable: unique-IP counts depend on it.
+    #[arg(long, env = "PULLSTATS_IP_HASH_KEY", hide_env_values = true)]
+    pub ip_hash_key: Option<String>,
+    /// Use a well-known built-in key (demos and tests only: hashes become reversible).
+    #[arg(long, env = "PULLSTATS_INSECURE_DEFAULT_KEY")]
+    pub insecure_default_key: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Read events from this file (`-` for stdin): flat JSON lines and/or
+    /// distribution notification envelopes, detected per line.
+    #[arg(long, env = "PULLSTATS_FROM_FILE")]
+    pub from_file: PathBuf,
+    /// The pulls table directory (created if missing).
+    #[arg(long, env = "PULLSTATS_TABLE")]
+    pub table: PathBuf,
+    /// Dead-letter file for bad lines (JSON lines); default `<table>.dead-letter.jsonl`.
+    #[arg(long, env = "PULLSTATS_DEAD_LETTER")]
+    pub dead_letter: Option<PathBuf>,
+    /// Longest accepted input line in bytes; longer lines are dead-lettered.
+    #[arg(long, env = "PULLSTATS_MAX_LINE_BYTES", default_value_t = DEFAULT_MAX_LINE_BYTES)]
+    pub max_line_bytes: usize,
+    /// Never draw a progress bar (it is drawn only on a terminal anyway).
+    #[arg(long)]
+    pub no_progress: bool,
+    #[command(flatten)]
+    pub session: SessionArgs,
+    #[command(flatten)]
+    pub privacy: PrivacyArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// The pulls table directory.
+    #[arg(long, env = "PULLSTATS_TABLE")]
+    pub table: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+    /// The SQL statement; the table is `pulls`.
+    pub statement: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where to put the demo table (replaced if it is an earlier demo's).
+    #[arg(long, default_value = "pullstats-demo")]
+    pub dir: PathBuf,
+    /// Number of events to generate.
+    #[arg(long, default_value_t = 200_000)]
+    pub events: u64,
+}
+
+fn parse_day(s: &str) -> Result<NaiveDate, String> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| format!("`{s}` is not a YYYY-MM-DD date"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,105 @@
+//! `pullstats demo`: the first command a newcomer runs. Generates a week of
+//! traffic, ingests it into a local table and prints what the table says,
+//! with the next commands to try.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+
+use crate::cli::{DemoArgs, IngestArgs, PrivacyArgs, SessionArgs};
+use crate::gen::{generate, Format, GenConfig};
+use crate::pipeline::decode::DEFAULT_MAX_LINE_BYTES;
+use crate::pipeline::sessionize::SessionConfig;
+use crate::query::{self, OutputFormat};
+
+/// Marks a directory as a demo's, so a re-run may replace it.
+const MARKER: &str = ".pullstats-demo";
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    prepare_dir(&args.dir)?;
+    let events = args.dir.join("events.jsonl");
+    let table = args.dir.join("pulls");
+    let start = chrono::NaiveDate::from_ymd_opt(2026, 11, 2).context("demo start date")?;
+    let cfg = GenConfig { events: args.events, seed: 1, start, days: 7, format: Format::Flat, bad_ratio: 0.01 };
+    let file = std::fs::File::create(&events).with_context(|| format!("cannot create {}", events.display()))?;
+    let generated = generate(cfg, &mut std::io::BufWriter::new(file)).context("generating events")?;
+    println!(
+        "generated {} events ({} intended actions, {} bad lines) into {}",
+        generated.lines,
+        generated.actions(),
+        generated.bad_lines,
+        events.display()
+    );
+
+    let defaults = SessionConfig::default();
+    let ingest_args = IngestArgs {
+        from_file: events.clone(),
+        table: table.clone(),
+        dead_letter: None,
+        max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+        no_progress: false,
+        session: SessionArgs {
+            session_gap: defaults.gap,
+            max_lateness: defaults.max_lateness,
+            max_open_sessions: defaults.max_open_sessions,
+        },
+        privacy: PrivacyArgs { ip_hash_key: None, insecure_default_key: true },
+    };
+    let report = crate::cmd::ingest::run(ingest_args).await?;
+    if report.stats.actions != generated.actions() {
+        bail!(
+            "ingest found {} actions where the generator intended {}",
+            report.stats.actions,
+            generated.actions()
+        );
+    }
+
+    let ctx = query::session(&table).await?;
+    for (title, sql) in SUMMARY_QUERIES {
+        println!("\n{title}");
+        let stream = query::execute(&ctx, sql).await?;
+        query::write_results(stream, OutputFormat::Table, &mut std::io::stdout()).await?;
+    }
+    let t = table.display();
+    println!("\nThe table is at {t} (a Delta Lake table). Try:");
+    println!("  pullstats sql --table {t} \"SELECT user_agent_tool, count(*) AS pulls FROM pulls GROUP BY 1 ORDER BY 2 DESC\"");
+    println!("  pullstats sql --table {t} --format csv \"SELECT * FROM pulls LIMIT 10\"");
+    Ok(())
+}
+
+const SUMMARY_QUERIES: &[(&str, &str)] = &[
+    (
+        "Actions by kind:",
+        "SELECT action, count(*) AS actions, count(DISTINCT ip_hash) AS unique_ips \
+         FROM pulls GROUP BY action ORDER BY actions DESC",
+    ),
+    (
+        "Top repositories:",
+        "SELECT namespace, repository, \
+           sum(CASE WHEN action = 'pull_by_tag' THEN 1 ELSE 0 END) AS pull_by_tag, \
+           sum(CASE WHEN action = 'pull_by_digest' THEN 1 ELSE 0 END) AS pull_by_digest, \
+           sum(CASE WHEN action = 'version_check' THEN 1 ELSE 0 END) AS version_check \
+         FROM pulls GROUP BY namespace, repository ORDER BY count(*) DESC LIMIT 5",
+    ),
+    (
+        "Clients:",
+        "SELECT user_agent_tool, count(*) AS actions FROM pulls \
+         GROUP BY user_agent_tool ORDER BY actions DESC LIMIT 8",
+    ),
+];
+
+/// Creates the demo directory, replacing an earlier demo's but never
+/// anything else.
+fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        if dir.join(MARKER).exists() {
+            std::fs::remove_dir_all(dir).with_context(|| format!("cannot replace {}", dir.display()))?;
+        } else if std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
+            bail!("{} exists and is not a pullstats demo directory; pass --dir elsewhere", dir.display());
+        }
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::write(dir.join(MARKER), "created by `pullstats demo`; safe to delete\n")
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    Ok(())
+}

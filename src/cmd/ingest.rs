@@ -1,0 +1,237 @@
+//! `pullstats ingest --from-file`: a file (or stdin) into the pulls table.
+//!
+//! Two threads share the work: a plain thread reads, decodes, sessionizes,
+//! enriches and builds Arrow batches; the async side encodes them to Parquet
+//! and commits. A bounded channel between them keeps memory flat. Nothing is
+//! committed unless the whole input was processed, so a failed run can be
+//! repeated without duplicates.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, IsTerminal};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{anyhow, Context};
+use arrow::array::RecordBatch;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::cli::IngestArgs;
+use crate::config;
+use crate::pipeline::dead_letter::{DeadLetterSink, FileDeadLetters, Position};
+use crate::pipeline::enrich::ActionEnricher;
+use crate::pipeline::sessionize::SessionConfig;
+use crate::pipeline::source::{Line, LineReader};
+use crate::pipeline::{IngestStats, Pipeline};
+use crate::table::{self, TableWriter};
+
+/// Batches in flight between the pipeline thread and the writer.
+const CHANNEL_BATCHES: usize = 4;
+/// Lines between progress updates.
+const PROGRESS_EVERY_LINES: u64 = 16_384;
+
+/// What an ingest did.
+#[derive(Debug, Clone)]
+pub struct IngestReport {
+    pub stats: IngestStats,
+    /// The table version committed; `None` when there was nothing to write.
+    pub version: Option<u64>,
+    pub dead_letters: u64,
+    pub dead_letter_path: PathBuf,
+}
+
+/// `<table>.dead-letter.jsonl`, beside the table directory.
+pub fn default_dead_letter_path(table: &Path) -> PathBuf {
+    let mut name = table
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "pulls".into());
+    name.push(".dead-letter.jsonl");
+    table.with_file_name(name)
+}
+
+pub async fn run(args: IngestArgs) -> anyhow::Result<IngestReport> {
+    let report = ingest(&args).await?;
+    println!("{}", report.stats.summary_line());
+    if report.dead_letters > 0 {
+        println!(
+            "{} bad line(s) written to {}",
+            report.dead_letters,
+            report.dead_letter_path.display()
+        );
+    }
+    Ok(report)
+}
+
+/// Does the ingest without printing the summary (used by `demo` and tests).
+pub async fn ingest(args: &IngestArgs) -> anyhow::Result<IngestReport> {
+    let hasher = config::ip_hasher(
+        args.privacy.ip_hash_key.as_deref(),
+        args.privacy.insecure_default_key,
+    )?;
+    let (input, size, source) = open_input(&args.from_file)?;
+    let table = table::open_or_create(&args.table).await?;
+    let mut writer = TableWriter::new(&args.table, table)?;
+    let dead_letter_path = args
+        .dead_letter
+        .clone()
+        .unwrap_or_else(|| default_dead_letter_path(&args.table));
+    let run_id = format!("ingest-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"));
+    let dead = FileDeadLetters::new(&dead_letter_path, run_id.clone());
+    let session = SessionConfig {
+        gap: args.session.session_gap,
+        max_lateness: args.session.max_lateness,
+        max_open_sessions: args.session.max_open_sessions,
+    };
+    let pipeline = Pipeline::new(args.max_line_bytes, session, ActionEnricher::new(hasher));
+    let progress = progress_bar(size, !args.no_progress);
+    let started = Instant::now();
+
+    let (tx, mut rx) = mpsc::channel::<RecordBatch>(CHANNEL_BATCHES);
+    let max_line = args.max_line_bytes;
+    let bar = progress.clone();
+    let worker = std::thread::Builder::new()
+        .name("pullstats-pipeline".into())
+        .spawn(move || process(input, &source, max_line, pipeline, dead, tx, &bar))
+        .context("cannot start the pipeline thread")?;
+
+    let mut write_error = None;
+    while let Some(batch) = rx.recv().await {
+        if let Err(e) = writer.write(batch).await {
+            write_error = Some(e);
+            break;
+        }
+    }
+    drop(rx);
+    let processed = tokio::task::spawn_blocking(move || worker.join())
+        .await
+        .context("pipeline thread lost")?
+        .map_err(|_| anyhow!("the pipeline thread panicked"))?;
+    progress.finish_and_clear();
+    if let Some(e) = write_error {
+        return Err(e).context("writing the table failed; nothing was committed");
+    }
+    let (stats, dead_letters) = processed.context("reading the input failed; nothing was committed")?;
+
+    let metadata = HashMap::from([(
+        "pullstats".to_owned(),
+        json!({ "run": run_id, "source": args.from_file.display().to_string(), "stats": stats }),
+    )]);
+    let version = writer
+        .commit(metadata)
+        .await
+        .context("committing to the table failed; nothing was committed")?;
+    tracing::info!(
+        elapsed_s = format!("{:.2}", started.elapsed().as_secs_f64()),
+        lines_per_s = format!("{:.0}", stats.lines as f64 / started.elapsed().as_secs_f64().max(1e-9)),
+        version = ?version,
+        "ingest committed"
+    );
+    Ok(IngestReport {
+        stats,
+        version,
+        dead_letters,
+        dead_letter_path,
+    })
+}
+
+type Input = Box<dyn BufRead + Send>;
+
+fn open_input(path: &Path) -> anyhow::Result<(Input, Option<u64>, String)> {
+    if path.as_os_str() == "-" {
+        return Ok((Box::new(BufReader::with_capacity(1 << 20, io::stdin())), None, "stdin".into()));
+    }
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let size = file.metadata().ok().map(|m| m.len());
+    Ok((
+        Box::new(BufReader::with_capacity(1 << 20, file)),
+        size,
+        path.display().to_string(),
+    ))
+}
+
+fn progress_bar(size: Option<u64>, wanted: bool) -> ProgressBar {
+    if !wanted || !io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = match size {
+        Some(n) => ProgressBar::with_draw_target(Some(n), ProgressDrawTarget::stderr()),
+        None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
+    };
+    let template = if size.is_some() {
+        "{bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}"
+    } else {
+        "{spinner} {bytes} {bytes_per_sec} {msg}"
+    };
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// The pipeline thread: every line in, batches out, dead letters aside.
+fn process(
+    input: Input,
+    source: &str,
+    max_line: usize,
+    mut pipeline: Pipeline,
+    mut dead: FileDeadLetters,
+    tx: mpsc::Sender<RecordBatch>,
+    bar: &ProgressBar,
+) -> anyhow::Result<(IngestStats, u64)> {
+    let mut reader = LineReader::new(input, max_line);
+    let mut buf = Vec::with_capacity(4096);
+    let mut line_no = 0u64;
+    let send = |batches: Vec<RecordBatch>| -> anyhow::Result<()> {
+        for b in batches {
+            tx.blocking_send(b).map_err(|_| anyhow!("the table writer stopped"))?;
+        }
+        Ok(())
+    };
+    while let Some(line) = reader
+        .next_line(&mut buf)
+        .with_context(|| format!("cannot read {source} after line {line_no}"))?
+    {
+        line_no += 1;
+        let position = Position::Line { line: line_no };
+        match line {
+            Line::Complete => pipeline.push_line(&buf, source, position, &mut dead)?,
+            Line::TooLong { len } => {
+                let reason = format!(
+                    "line is longer than {max_line} bytes ({len} bytes; the first {max_line} are kept)"
+                );
+                pipeline.reject(&reason, &buf, source, position, &mut dead)?;
+                // Counted as a line like any other.
+                pipeline.count_line();
+            }
+        }
+        if line_no % PROGRESS_EVERY_LINES == 0 {
+            bar.set_position(reader.bytes_read());
+            bar.set_message(format!("{line_no} lines"));
+            send(pipeline.take_ready())?;
+        }
+    }
+    send(pipeline.finish()?)?;
+    dead.flush()?;
+    bar.set_position(reader.bytes_read());
+    Ok((pipeline.stats(), dead.count()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letters_go_beside_the_table() {
+        assert_eq!(
+            default_dead_letter_path(Path::new("/data/pulls")),
+            PathBuf::from("/data/pulls.dead-letter.jsonl")
+        );
+        assert_eq!(
+            default_dead_letter_path(Path::new("pulls/")),
+            PathBuf::from("pulls.dead-letter.jsonl")
+        );
+    }
+}

@@ -1,0 +1,8 @@
+//! One module per subcommand: each exposes `run(args)` and owns the
+//! command's user-facing output; the work itself lives in the library
+//! modules.
+
+pub mod demo;
+pub mod gen;
+pub mod ingest;
+pub mod sql;

@@ -1,0 +1,21 @@
+//! `pullstats sql`: one statement over the table, results on stdout.
+
+use std::io::Write;
+
+use crate::cli::SqlArgs;
+use crate::query;
+
+pub async fn run(args: SqlArgs) -> anyhow::Result<()> {
+    let result = async {
+        let ctx = query::session(&args.table).await?;
+        let stream = query::execute(&ctx, &args.statement).await?;
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::new(stdout.lock());
+        query::write_results(stream, args.format, &mut out).await?;
+        out.flush().map_err(|e| query::QueryError::Output(e.to_string()))?;
+        Ok::<_, query::QueryError>(())
+    }
+    .await;
+    // One clear line: DataFusion's messages can span lines.
+    result.map_err(|e| anyhow::anyhow!(e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")))
+}

@@ -1,0 +1,549 @@
+//! Decode stage: one input line (bytes) → zero or more [`RequestEvent`]s.
+//!
+//! Two encodings are accepted and auto-detected per line (spec §1): flat JSON
+//! with the fields of the spec, and the CNCF distribution registry's
+//! notification envelope (`{"events":[…]}`). Both are read by one serde pass
+//! into [`Line`], whose fields are the union of the two shapes, so detection
+//! costs nothing extra. Strings borrow from the input unless they carry
+//! escapes.
+//!
+//! Anything wrong with a line is a [`DecodeError`] that names the field; the
+//! error text never echoes the client IP (privacy, spec §3).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use chrono::DateTime;
+use serde::Deserialize;
+
+use crate::event::{is_digest, Method, Micros, RequestEvent, RequestKind};
+
+/// Lines longer than this are rejected before parsing.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
+
+const MAX_NAME_BYTES: usize = 255;
+const MAX_TAG_BYTES: usize = 128;
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("line is not valid UTF-8")]
+    InvalidUtf8,
+    #[error("line is longer than {limit} bytes ({len} bytes)")]
+    TooLong { len: usize, limit: usize },
+    #[error("empty line")]
+    Empty,
+    #[error("invalid JSON: {0}")]
+    Json(String),
+    #[error("missing field `{0}`")]
+    Missing(&'static str),
+    #[error("invalid `{field}`: {reason}")]
+    Invalid {
+        field: &'static str,
+        reason: String,
+    },
+    #[error("envelope event {index}: {source}")]
+    InEnvelope {
+        index: usize,
+        #[source]
+        source: Box<DecodeError>,
+    },
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> DecodeError {
+    DecodeError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// Union of the flat event and the notification envelope.
+#[derive(Deserialize)]
+struct Line<'a> {
+    #[serde(borrow)]
+    events: Option<Vec<EnvelopeEvent<'a>>>,
+    #[serde(borrow)]
+    timestamp: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    method: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    namespace: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    repository: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    reference: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    digest: Option<Cow<'a, str>>,
+    status: Option<u16>,
+    #[serde(borrow)]
+    remote_addr: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    user_agent: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    owner: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    media_type: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct EnvelopeEvent<'a> {
+    #[serde(borrow)]
+    timestamp: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    action: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    target: Option<Target<'a>>,
+    #[serde(borrow)]
+    request: Option<Request<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Target<'a> {
+    #[serde(borrow, rename = "mediaType")]
+    media_type: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    digest: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    repository: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    tag: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct Request<'a> {
+    #[serde(borrow)]
+    addr: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    method: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    useragent: Option<Cow<'a, str>>,
+}
+
+/// Decodes lines; interns the strings that repeat across events so a batch
+/// of actions shares one allocation per distinct namespace, repository and
+/// user agent.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    max_line_bytes: usize,
+    interned: HashMap<Box<str>, Arc<str>>,
+}
+
+/// Interning stops growing past this many distinct strings; beyond it strings
+/// are allocated per event (bounded memory over unbounded input).
+const MAX_INTERNED: usize = 200_000;
+
+impl Decoder {
+    pub fn new(max_line_bytes: usize) -> Self {
+        Self {
+            max_line_bytes,
+            interned: HashMap::new(),
+        }
+    }
+
+    /// Decodes one line, appending its events to `out`. For an envelope some
+    /// of whose events are bad, the good ones are still appended and the
+    /// error names the first bad one.
+    pub fn decode(&mut self, line: &[u8], out: &mut Vec<RequestEvent>) -> Result<(), DecodeError> {
+        if line.len() > self.max_line_bytes {
+            return Err(DecodeError::TooLong {
+                len: line.len(),
+                limit: self.max_line_bytes,
+            });
+        }
+        let text = std::str::from_utf8(line).map_err(|_| DecodeError::InvalidUtf8)?;
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(DecodeError::Empty);
+        }
+        let parsed: Line<'_> =
+            serde_json::from_str(text).map_err(|e| DecodeError::Json(e.to_string()))?;
+        match parsed.events {
+            Some(events) => self.decode_envelope(events, out),
+            None => {
+                out.push(self.decode_flat(parsed)?);
+                Ok(())
+            }
+        }
+    }
+
+    fn decode_flat(&mut self, l: Line<'_>) -> Result<RequestEvent, DecodeError> {
+        let timestamp = parse_timestamp(&l.timestamp.ok_or(DecodeError::Missing("timestamp"))?)?;
+        let method = parse_method(&l.method.ok_or(DecodeError::Missing("method"))?)?;
+        let repository = l.repository.ok_or(DecodeError::Missing("repository"))?;
+        let (namespace, repository) = match l.namespace {
+            Some(ns) => (ns, repository),
+            None => {
+                let (ns, repo) = split_repository(&repository);
+                (Cow::Owned(ns.to_owned()), Cow::Owned(repo.to_owned()))
+            }
+        };
+        let status = l.status.ok_or(DecodeError::Missing("status"))?;
+        if !(100..=599).contains(&status) {
+            return Err(invalid("status", format!("{status} is not an HTTP status")));
+        }
+        let kind = match l.media_type.as_deref() {
+            Some(mt) if !is_manifest_media_type(mt) => RequestKind::Blob,
+            _ if method == Method::Other => RequestKind::NotPull,
+            _ => RequestKind::Manifest,
+        };
+        self.build(Fields {
+            timestamp,
+            method,
+            namespace: &namespace,
+            repository: &repository,
+            reference: &l.reference.ok_or(DecodeError::Missing("reference"))?,
+            digest: l.digest.as_deref(),
+            status,
+            addr: &l.remote_addr.ok_or(DecodeError::Missing("remote_addr"))?,
+            user_agent: l.user_agent.as_deref().unwrap_or(""),
+            owner: l.owner.as_deref(),
+            kind,
+        })
+    }
+
+    fn decode_envelope(
+        &mut self,
+        events: Vec<EnvelopeEvent<'_>>,
+        out: &mut Vec<RequestEvent>,
+    ) -> Result<(), DecodeError> {
+        if events.is_empty() {
+            return Err(invalid("events", "envelope holds no events"));
+        }
+        let mut first_error = None;
+        for (index, ev) in events.into_iter().enumerate() {
+            match self.decode_envelope_event(ev) {
+                Ok(event) => out.push(event),
+                Err(e) => {
+                    first_error.get_or_insert(DecodeError::InEnvelope {
+                        index,
+                        source: Box::new(e),
+                    });
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn decode_envelope_event(&mut self, ev: EnvelopeEvent<'_>) -> Result<RequestEvent, DecodeError> {
+        let timestamp = parse_timestamp(&ev.timestamp.ok_or(DecodeError::Missing("timestamp"))?)?;
+        let action = ev.action.ok_or(DecodeError::Missing("action"))?;
+        let target = ev.target.ok_or(DecodeError::Missing("target"))?;
+        let request = ev.request.ok_or(DecodeError::Missing("request"))?;
+        let method = parse_method(&request.method.ok_or(DecodeError::Missing("request.method"))?)?;
+        let repo_path = target.repository.ok_or(DecodeError::Missing("target.repository"))?;
+        let (namespace, repository) = split_repository(&repo_path);
+        let digest = target.digest;
+        let reference = match (&target.tag, &digest) {
+            (Some(tag), _) if !tag.is_empty() => tag.clone(),
+            (_, Some(d)) => d.clone(),
+            _ => return Err(DecodeError::Missing("target.tag or target.digest")),
+        };
+        let kind = if action != "pull" {
+            RequestKind::NotPull
+        } else if target.media_type.as_deref().is_some_and(|mt| !is_manifest_media_type(mt)) {
+            RequestKind::Blob
+        } else {
+            RequestKind::Manifest
+        };
+        self.build(Fields {
+            timestamp,
+            method,
+            namespace,
+            repository,
+            reference: &reference,
+            digest: digest.as_deref(),
+            // Notifications are only sent for requests the registry served.
+            status: 200,
+            addr: &request.addr.ok_or(DecodeError::Missing("request.addr"))?,
+            user_agent: request.useragent.as_deref().unwrap_or(""),
+            owner: None,
+            kind,
+        })
+    }
+
+    fn build(&mut self, f: Fields<'_>) -> Result<RequestEvent, DecodeError> {
+        check_name("namespace", f.namespace)?;
+        check_name("repository", f.repository)?;
+        check_reference(f.reference)?;
+        let ip = parse_addr(f.addr)?;
+        let by_digest = is_digest(f.reference);
+        let digest = match f.digest {
+            Some(d) if !d.is_empty() => {
+                if !is_digest(d) {
+                    return Err(invalid("digest", "not an algorithm:hex digest"));
+                }
+                self.intern(d)
+            }
+            _ if by_digest => self.intern(f.reference),
+            // A 2xx manifest response always carries Docker-Content-Digest;
+            // without it the action's digest could not be filled (spec §2).
+            _ if (200..300).contains(&f.status) && f.kind == RequestKind::Manifest => {
+                return Err(DecodeError::Missing("digest"));
+            }
+            _ => Arc::from(""),
+        };
+        Ok(RequestEvent {
+            timestamp: f.timestamp,
+            method: f.method,
+            namespace: self.intern(f.namespace),
+            repository: self.intern(f.repository),
+            reference: self.intern(f.reference),
+            digest,
+            status: f.status,
+            ip,
+            user_agent: self.intern(f.user_agent),
+            owner: f.owner.filter(|o| !o.is_empty()).map(|o| self.intern(o)),
+            kind: f.kind,
+        })
+    }
+
+    fn intern(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.interned.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(s);
+        if self.interned.len() < MAX_INTERNED {
+            self.interned.insert(s.into(), a.clone());
+        }
+        a
+    }
+}
+
+struct Fields<'a> {
+    timestamp: Micros,
+    method: Method,
+    namespace: &'a str,
+    repository: &'a str,
+    reference: &'a str,
+    digest: Option<&'a str>,
+    status: u16,
+    addr: &'a str,
+    user_agent: &'a str,
+    owner: Option<&'a str>,
+    kind: RequestKind,
+}
+
+/// `ns/repo` → (`ns`, `repo`), split on the first `/` (spec §1). A path
+/// without a namespace belongs to `library`, as official images do.
+pub fn split_repository(path: &str) -> (&str, &str) {
+    match path.split_once('/') {
+        Some((ns, repo)) => (ns, repo),
+        None => ("library", path),
+    }
+}
+
+/// Manifests (image, index, list; Docker and OCI) form pulls; layers,
+/// configs and `application/octet-stream` (how the distribution registry
+/// labels blobs) do not.
+pub fn is_manifest_media_type(media_type: &str) -> bool {
+    let mt = media_type.trim();
+    mt.is_empty()
+        || mt.contains("manifest")
+        || mt.ends_with("image.index.v1+json")
+        || mt.contains("manifest.list")
+}
+
+fn parse_method(m: &str) -> Result<Method, DecodeError> {
+    if m.eq_ignore_ascii_case("GET") {
+        Ok(Method::Get)
+    } else if m.eq_ignore_ascii_case("HEAD") {
+        Ok(Method::Head)
+    } else if ["PUT", "POST", "PATCH", "DELETE", "OPTIONS"]
+        .iter()
+        .any(|k| m.eq_ignore_ascii_case(k))
+    {
+        Ok(Method::Other)
+    } else {
+        Err(invalid("method", "not an HTTP method"))
+    }
+}
+
+/// RFC 3339 → microseconds since the epoch (UTC). Sub-microsecond digits are
+/// truncated.
+pub fn parse_timestamp(s: &str) -> Result<Micros, DecodeError> {
+    DateTime::parse_from_rfc3339(s.trim())
+        .map(|t| t.timestamp_micros())
+        .map_err(|e| invalid("timestamp", format!("not RFC 3339 ({e})")))
+}
+
+/// `ip`, `ip:port`, `[v6]:port` → the IP. IPv4-mapped IPv6 addresses are the
+/// IPv4 client they wrap, so one client is one key whichever way it came.
+pub fn parse_addr(addr: &str) -> Result<IpAddr, DecodeError> {
+    let addr = addr.trim();
+    let bad = || invalid("remote_addr", "not an IP address (optionally with port)");
+    let ip = if let Ok(ip) = addr.parse::<IpAddr>() {
+        ip
+    } else if let Some(rest) = addr.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']').ok_or_else(bad)?;
+        if !(after.is_empty() || after.strip_prefix(':').is_some_and(is_port)) {
+            return Err(bad());
+        }
+        inside.parse::<IpAddr>().map_err(|_| bad())?
+    } else {
+        let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+        if !is_port(port) {
+            return Err(bad());
+        }
+        IpAddr::V4(host.parse::<Ipv4Addr>().map_err(|_| bad())?)
+    };
+    Ok(ip.to_canonical())
+}
+
+fn is_port(p: &str) -> bool {
+    !p.is_empty() && p.len() <= 5 && p.parse::<u16>().is_ok()
+}
+
+fn check_name(field: &'static str, s: &str) -> Result<(), DecodeError> {
+    if s.is_empty() {
+        return Err(invalid(field, "empty"));
+    }
+    if s.len() > MAX_NAME_BYTES {
+        return Err(invalid(field, format!("longer than {MAX_NAME_BYTES} bytes")));
+    }
+    if s.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+        return Err(invalid(field, "contains whitespace or control characters"));
+    }
+    Ok(())
+}
+
+/// A tag per the OCI distribution spec (`[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`)
+/// or a digest.
+fn check_reference(r: &str) -> Result<(), DecodeError> {
+    if r.is_empty() {
+        return Err(invalid("reference", "empty"));
+    }
+    if r.contains(':') {
+        return if is_digest(r) {
+            Ok(())
+        } else {
+            Err(invalid("reference", "neither a tag nor an algorithm:hex digest"))
+        };
+    }
+    let ok_first = r.as_bytes()[0].is_ascii_alphanumeric() || r.as_bytes()[0] == b'_';
+    let ok_rest = r
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if r.len() > MAX_TAG_BYTES || !ok_first || !ok_rest {
+        return Err(invalid("reference", "not a valid tag"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(line: &str) -> Result<Vec<RequestEvent>, DecodeError> {
+        let mut out = Vec::new();
+        Decoder::new(DEFAULT_MAX_LINE_BYTES)
+            .decode(line.as_bytes(), &mut out)
+            .map(|()| out)
+    }
+
+    const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+
+    fn flat(extra: &str) -> String {
+        format!(
+            r#"{{"timestamp":"2026-11-02T10:00:00.123456789Z","method":"GET","repository":"library/nginx","reference":"1.27","digest":"{D1}","status":200,"remote_addr":"203.0.113.9:41234","user_agent":"docker/27.3.1"{extra}}}"#
+        )
+    }
+
+    #[test]
+    fn flat_event_decodes_and_splits_repository() {
+        let evs = decode(&flat("")).expect("decodes");
+        let ev = &evs[0];
+        assert_eq!(&*ev.namespace, "library");
+        assert_eq!(&*ev.repository, "nginx");
+        assert_eq!(ev.method, Method::Get);
+        assert_eq!(ev.timestamp % 1_000_000, 123_456);
+        assert_eq!(ev.ip.to_string(), "203.0.113.9");
+        assert_eq!(ev.kind, RequestKind::Manifest);
+        assert!(ev.forms_action());
+    }
+
+    #[test]
+    fn envelope_decodes_every_event() {
+        let line = format!(
+            r#"{{"events":[{{"id":"a","timestamp":"2026-11-02T10:00:00.000000001Z","action":"pull","target":{{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"{D1}","repository":"acme/api","tag":"v1"}},"request":{{"addr":"[2001:db8::7]:5000","method":"HEAD","useragent":"containerd/1.7.22"}}}},{{"timestamp":"2026-11-02T10:00:00.2Z","action":"pull","target":{{"mediaType":"application/octet-stream","digest":"{D1}","repository":"acme/api"}},"request":{{"addr":"10.0.0.1:1","method":"GET","useragent":"x"}}}},{{"timestamp":"2026-11-02T10:00:01Z","action":"push","target":{{"digest":"{D1}","repository":"acme/api"}},"request":{{"addr":"10.0.0.1","method":"PUT"}}}}]}}"#
+        );
+        let evs = decode(&line).expect("decodes");
+        assert_eq!(evs.len(), 3);
+        assert_eq!(evs[0].method, Method::Head);
+        assert_eq!(&*evs[0].reference, "v1");
+        assert_eq!(evs[0].ip.to_string(), "2001:db8::7");
+        assert_eq!(evs[1].kind, RequestKind::Blob);
+        assert_eq!(&*evs[1].reference, D1);
+        assert_eq!(evs[2].kind, RequestKind::NotPull);
+    }
+
+    #[test]
+    fn addresses_with_ports_and_mapped_v4() {
+        for (input, want) in [
+            ("1.2.3.4", "1.2.3.4"),
+            ("1.2.3.4:80", "1.2.3.4"),
+            ("[::1]:443", "::1"),
+            ("2001:db8::1", "2001:db8::1"),
+            ("::ffff:192.0.2.1", "192.0.2.1"),
+            ("[2001:db8::1]", "2001:db8::1"),
+        ] {
+            assert_eq!(parse_addr(input).expect(input).to_string(), want);
+        }
+        for bad in ["", "1.2.3", "1.2.3.4:99999", "[::1", "host:80", "1.2.3.4:", "[::1]x"] {
+            assert!(parse_addr(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bad_lines_are_errors_naming_the_problem() {
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (b"{not json".to_vec(), "invalid JSON"),
+            (vec![0xff, 0xfe, b'{', b'}'], "UTF-8"),
+            (b"   ".to_vec(), "empty"),
+            (flat("").replace(r#""status":200"#, r#""status":"ok""#).into(), "invalid JSON"),
+            (flat("").replace(r#""method":"GET","#, "").into(), "`method`"),
+            (flat("").replace("203.0.113.9:41234", "not-an-ip").into(), "remote_addr"),
+            (flat("").replace("2026-11-02T10", "yesterday").into(), "timestamp"),
+            (flat("").replace(r#""1.27""#, r#""bad tag!""#).into(), "reference"),
+            (flat("").replace(D1, "sha256:zz").into(), "digest"),
+            (flat("").replace(r#""status":200"#, r#""status":999"#).into(), "status"),
+            (flat("").replace(r#""method":"GET""#, r#""method":"FETCH""#).into(), "method"),
+            (b"{\"events\":[]}".to_vec(), "no events"),
+        ];
+        for (line, want) in cases {
+            let mut out = Vec::new();
+            let err = Decoder::new(DEFAULT_MAX_LINE_BYTES)
+                .decode(&line, &mut out)
+                .expect_err(want);
+            assert!(err.to_string().contains(want), "{err} should mention {want}");
+        }
+        let err = Decoder::new(10).decode(flat("").as_bytes(), &mut Vec::new());
+        assert!(matches!(err, Err(DecodeError::TooLong { .. })));
+    }
+
+    #[test]
+    fn errors_never_echo_the_ip() {
+        let line = flat("").replace("203.0.113.9:41234", "203.0.113.9:notaport");
+        let err = decode(&line).expect_err("bad port");
+        assert!(!err.to_string().contains("203.0.113.9"));
+    }
+
+    #[test]
+    fn tag_request_without_digest_is_rejected_only_when_successful() {
+        let no_digest = flat("").replace(&format!(r#""digest":"{D1}","#), "");
+        assert_eq!(decode(&no_digest), Err(DecodeError::Missing("digest")));
+        let not_found = no_digest.replace(r#""status":200"#, r#""status":404"#);
+        assert_eq!(decode(&not_found).expect("404 decodes")[0].status, 404);
+    }
+
+    #[test]
+    fn media_types_classify_blobs() {
+        assert!(is_manifest_media_type("application/vnd.docker.distribution.manifest.v2+json"));
+        assert!(is_manifest_media_type("application/vnd.docker.distribution.manifest.list.v2+json"));
+        assert!(is_manifest_media_type("application/vnd.oci.image.index.v1+json"));
+        assert!(is_manifest_media_type("application/vnd.oci.image.manifest.v1+json"));
+        assert!(!is_manifest_media_type("application/octet-stream"));
+        assert!(!is_manifest_media_type("application/vnd.oci.image.layer.v1.tar+gzip"));
+        assert!(!is_manifest_media_type("application/vnd.oci.image.config.v1+json"));
+    }
+}

@@ -1,0 +1,232 @@
+//! The synchronous heart of ingest: bytes in, Arrow batches of enriched
+//! actions out.
+//!
+//! ```text
+//! line ─▶ decode ─▶ RequestEvent ─┬─▶ sessionize ─▶ Action ─▶ enrich ─▶ batch ─▶ (table writer)
+//!           │                     └─▶ counted: blob / non-2xx / not a pull
+//!           └─▶ dead letter (reason, position)
+//! ```
+//!
+//! Every stage here is a plain `&mut self` call with no I/O but the dead
+//! letter sink, so the whole path is testable without tokio and runs on one
+//! thread while the async writer encodes Parquet on another.
+
+pub mod dead_letter;
+pub mod decode;
+pub mod enrich;
+pub mod sessionize;
+pub mod source;
+
+use std::collections::BTreeMap;
+
+use arrow::array::RecordBatch;
+use arrow::error::ArrowError;
+use serde::Serialize;
+
+use crate::event::{Action, ActionKind, RequestEvent, RequestKind};
+use crate::schema::ActionBatchBuilder;
+use dead_letter::{DeadLetter, DeadLetterError, DeadLetterSink, Position};
+use decode::Decoder;
+use enrich::ActionEnricher;
+use sessionize::{SessionConfig, Sessionizer};
+
+/// Actions per record batch handed to the writer.
+pub const BATCH_ROWS: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    DeadLetter(#[from] DeadLetterError),
+    #[error("cannot build a record batch: {0}")]
+    Batch(#[from] ArrowError),
+}
+
+/// What ingest saw and did, for the summary line and the commit metadata.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct IngestStats {
+    pub lines: u64,
+    /// Requests decoded (every kind).
+    pub requests: u64,
+    pub actions: u64,
+    pub pull_by_tag: u64,
+    pub pull_by_digest: u64,
+    pub version_check: u64,
+    pub skipped_blob: u64,
+    pub skipped_not_pull: u64,
+    /// Manifest requests with a non-2xx status, in total and per status.
+    pub rejected: u64,
+    pub rejected_by_status: BTreeMap<u16, u64>,
+    pub bad: u64,
+    pub late: u64,
+    pub evicted_sessions: u64,
+}
+
+impl IngestStats {
+    pub fn skipped(&self) -> u64 {
+        self.skipped_blob + self.skipped_not_pull + self.rejected
+    }
+
+    /// The one-line summary printed at the end of an ingest.
+    pub fn summary_line(&self) -> String {
+        let statuses: Vec<String> = self
+            .rejected_by_status
+            .iter()
+            .map(|(s, n)| format!("{s}: {n}"))
+            .collect();
+        format!(
+            "lines read {}, requests {}, actions written {} (pull_by_tag {}, pull_by_digest {}, \
+             version_check {}), skipped {} (blob {}, non-2xx {}{}, not a pull {}), bad {}, late {}",
+            self.lines,
+            self.requests,
+            self.actions,
+            self.pull_by_tag,
+            self.pull_by_digest,
+            self.version_check,
+            self.skipped(),
+            self.skipped_blob,
+            self.rejected,
+            if statuses.is_empty() { String::new() } else { format!(" [{}]", statuses.join(", ")) },
+            self.skipped_not_pull,
+            self.bad,
+            self.late,
+        )
+    }
+}
+
+/// Decode → sessionize → enrich → batch, for one input stream.
+pub struct Pipeline {
+    decoder: Decoder,
+    sessionizer: Sessionizer,
+    enricher: ActionEnricher,
+    builder: ActionBatchBuilder,
+    events: Vec<RequestEvent>,
+    actions: Vec<Action>,
+    ready: Vec<RecordBatch>,
+    stats: IngestStats,
+    /// How many bad lines have been logged; the rest go to the sink only.
+    logged_bad: u64,
+}
+
+/// Bad lines logged one by one before the log falls silent (they all still
+/// go to the dead-letter sink and the count).
+const MAX_LOGGED_BAD: u64 = 20;
+
+impl Pipeline {
+    pub fn new(max_line_bytes: usize, session: SessionConfig, enricher: ActionEnricher) -> Self {
+        Self {
+            decoder: Decoder::new(max_line_bytes),
+            sessionizer: Sessionizer::new(session),
+            enricher,
+            builder: ActionBatchBuilder::new(),
+            events: Vec::new(),
+            actions: Vec::new(),
+            ready: Vec::new(),
+            stats: IngestStats::default(),
+            logged_bad: 0,
+        }
+    }
+
+    pub fn stats(&self) -> IngestStats {
+        let mut s = self.stats.clone();
+        let ss = self.sessionizer.stats();
+        s.late = ss.late;
+        s.evicted_sessions = ss.evicted;
+        s
+    }
+
+    /// Feeds one input line.
+    pub fn push_line(
+        &mut self,
+        line: &[u8],
+        source: &str,
+        position: Position,
+        dead: &mut dyn DeadLetterSink,
+    ) -> Result<(), PipelineError> {
+        self.stats.lines += 1;
+        let result = self.decoder.decode(line, &mut self.events);
+        if let Err(e) = result {
+            self.reject(&e.to_string(), line, source, position, dead)?;
+        }
+        self.feed_events()
+    }
+
+    /// Counts a line that was rejected before decoding (see [`Self::reject`]).
+    pub fn count_line(&mut self) {
+        self.stats.lines += 1;
+    }
+
+    /// Records a line that never reached the decoder (e.g. over-long).
+    pub fn reject(
+        &mut self,
+        reason: &str,
+        payload: &[u8],
+        source: &str,
+        position: Position,
+        dead: &mut dyn DeadLetterSink,
+    ) -> Result<(), PipelineError> {
+        self.stats.bad += 1;
+        if self.logged_bad < MAX_LOGGED_BAD {
+            tracing::warn!(source, ?position, reason, "bad input");
+            self.logged_bad += 1;
+            if self.logged_bad == MAX_LOGGED_BAD {
+                tracing::warn!("further bad input is not logged; see the dead-letter sink");
+            }
+        }
+        dead.send(DeadLetter {
+            source,
+            position,
+            reason,
+            payload,
+        })?;
+        Ok(())
+    }
+
+    fn feed_events(&mut self) -> Result<(), PipelineError> {
+        for event in self.events.drain(..) {
+            self.stats.requests += 1;
+            match event.kind {
+                RequestKind::Blob => self.stats.skipped_blob += 1,
+                RequestKind::NotPull => self.stats.skipped_not_pull += 1,
+                RequestKind::Manifest if !event.forms_action() => {
+                    self.stats.rejected += 1;
+                    *self.stats.rejected_by_status.entry(event.status).or_default() += 1;
+                }
+                RequestKind::Manifest => self.sessionizer.push(event, &mut self.actions),
+            }
+        }
+        self.drain_actions()
+    }
+
+    fn drain_actions(&mut self) -> Result<(), PipelineError> {
+        for action in self.actions.drain(..) {
+            match action.kind {
+                ActionKind::PullByTag => self.stats.pull_by_tag += 1,
+                ActionKind::PullByDigest => self.stats.pull_by_digest += 1,
+                ActionKind::VersionCheck => self.stats.version_check += 1,
+            }
+            self.stats.actions += 1;
+            let row = self.enricher.enrich(action);
+            self.builder.push(&row);
+            if self.builder.len() >= BATCH_ROWS {
+                self.ready.push(self.builder.finish()?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Batches completed so far.
+    pub fn take_ready(&mut self) -> Vec<RecordBatch> {
+        std::mem::take(&mut self.ready)
+    }
+
+    /// Ends the input: decides every pending request and closes every
+    /// session; returns the remaining batches.
+    pub fn finish(&mut self) -> Result<Vec<RecordBatch>, PipelineError> {
+        self.sessionizer.finish(&mut self.actions);
+        self.drain_actions()?;
+        if !self.builder.is_empty() {
+            self.ready.push(self.builder.finish()?);
+        }
+        Ok(self.take_ready())
+    }
+}

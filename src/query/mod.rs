@@ -1,0 +1,139 @@
+//! DataFusion over the pulls table: a session with the table registered as
+//! `pulls`, and result writers for the output formats of `pullstats sql`.
+//!
+//! The table is registered through deltalake's own provider, so DataFusion
+//! sees the Delta log's file list and per-file statistics and prunes
+//! `action_day` partitions and files from filters.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use arrow::array::RecordBatch;
+use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::StreamExt;
+
+use crate::table::{self, TableError};
+
+/// Name under which the table is queried.
+pub const TABLE_NAME: &str = "pulls";
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error(transparent)]
+    Table(#[from] TableError),
+    #[error("cannot register the table at {path}: {source}")]
+    Register {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{0}")]
+    Sql(#[from] DataFusionError),
+    #[error("cannot write results: {0}")]
+    Output(String),
+}
+
+/// Output formats of query results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// An aligned text table.
+    Table,
+    /// CSV with a header row.
+    Csv,
+    /// One JSON object per row (JSON Lines).
+    Json,
+}
+
+/// A DataFusion session with the table at `path` registered as `pulls`.
+pub async fn session(path: &Path) -> Result<SessionContext, QueryError> {
+    let table = table::open(path).await?;
+    let config = SessionConfig::new().with_information_schema(true);
+    let ctx = SessionContext::new_with_config(config);
+    let register = |e: Box<dyn std::error::Error + Send + Sync>| QueryError::Register {
+        path: path.to_owned(),
+        source: e,
+    };
+    table
+        .update_datafusion_session(&ctx.state())
+        .map_err(|e| register(Box::new(e)))?;
+    let provider = table.table_provider().await.map_err(|e| register(Box::new(e)))?;
+    ctx.register_table(TABLE_NAME, provider)
+        .map_err(|e| register(Box::new(e)))?;
+    Ok(ctx)
+}
+
+/// Plans and starts `sql`; results stream batch by batch.
+pub async fn execute(ctx: &SessionContext, sql: &str) -> Result<SendableRecordBatchStream, QueryError> {
+    let df = ctx.sql(sql).await?;
+    Ok(df.execute_stream().await?)
+}
+
+/// Writes a result stream in `format`. CSV and JSON stream with bounded
+/// memory; the text table needs every row to align columns.
+pub async fn write_results(
+    mut stream: SendableRecordBatchStream,
+    format: OutputFormat,
+    out: &mut impl Write,
+) -> Result<u64, QueryError> {
+    let io = |e: &dyn std::fmt::Display| QueryError::Output(e.to_string());
+    let mut rows = 0u64;
+    match format {
+        OutputFormat::Table => {
+            let schema = stream.schema();
+            let mut batches: Vec<RecordBatch> = Vec::new();
+            while let Some(b) = stream.next().await {
+                let b = b?;
+                rows += b.num_rows() as u64;
+                batches.push(b);
+            }
+            let text = if batches.is_empty() {
+                arrow::util::pretty::pretty_format_batches(&[RecordBatch::new_empty(schema)])
+            } else {
+                arrow::util::pretty::pretty_format_batches(&batches)
+            }
+            .map_err(|e| io(&e))?;
+            writeln!(out, "{text}").map_err(|e| io(&e))?;
+        }
+        OutputFormat::Csv => {
+            let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(out);
+            while let Some(b) = stream.next().await {
+                let b = b?;
+                rows += b.num_rows() as u64;
+                w.write(&b).map_err(|e| io(&e))?;
+            }
+        }
+        OutputFormat::Json => {
+            let mut w = arrow::json::LineDelimitedWriter::new(out);
+            while let Some(b) = stream.next().await {
+                let b = b?;
+                rows += b.num_rows() as u64;
+                w.write(&b).map_err(|e| io(&e))?;
+            }
+            w.finish().map_err(|e| io(&e))?;
+        }
+    }
+    Ok(rows)
+}
+
+/// Runs `sql` and collects the result (small results: summaries, tests).
+pub async fn collect(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
+    Ok(ctx.sql(sql).await?.collect().await?)
+}
+
+/// A single integer result (`SELECT count(*) …`).
+pub async fn scalar_i64(ctx: &SessionContext, sql: &str) -> Result<i64, QueryError> {
+    let batches = collect(ctx, sql).await?;
+    let batch = batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .ok_or_else(|| QueryError::Output(format!("no rows from: {sql}")))?;
+    let col = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Int64)
+        .map_err(|e| QueryError::Output(e.to_string()))?;
+    let ints = col
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .ok_or_else(|| QueryError::Output("not an integer".into()))?;
+    Ok(ints.value(0))
+}
