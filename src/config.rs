@@ -22,7 +22,9 @@ pub enum ConfigError {
 /// `500ms`, `5s`, `2m`, `1h`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let value: f64 = num
         .parse()
@@ -32,9 +34,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "" | "s" => value,
         "m" | "min" => value * 60.0,
         "h" => value * 3600.0,
-        other => return Err(format!("unknown duration unit `{other}` (use ms, s, m or h)")),
+        other => {
+            return Err(format!(
+                "unknown duration unit `{other}` (use ms, s, m or h)"
+            ))
+        }
     };
-    if !secs.is_finite() || secs < 0.0 || secs > 30.0 * 86_400.0 {
+    if !secs.is_finite() || !(0.0..=30.0 * 86_400.0).contains(&secs) {
         return Err(format!("`{s}` is out of range (0 to 30 days)"));
     }
     Ok(Duration::from_secs_f64(secs))
@@ -60,7 +66,8 @@ pub fn ip_hasher(key: Option<&str>, insecure_default: bool) -> Result<IpHasher, 
                 "using the INSECURE default IP hash key: ip_hash values can be reversed by \
                  anyone who knows this build; set PULLSTATS_IP_HASH_KEY for real data"
             );
-            IpHasher::new(INSECURE_DEFAULT_KEY).map_err(|e| ConfigError::BadIpHashKey(e.to_string()))
+            IpHasher::new(INSECURE_DEFAULT_KEY)
+                .map_err(|e| ConfigError::BadIpHashKey(e.to_string()))
         }
         None => Err(ConfigError::NoIpHashKey),
     }
@@ -91,8 +98,14 @@ mod tests {
 
     #[test]
     fn key_is_required_unless_insecure_default() {
-        assert!(matches!(ip_hasher(None, false), Err(ConfigError::NoIpHashKey)));
-        assert!(matches!(ip_hasher(Some(""), false), Err(ConfigError::NoIpHashKey)));
+        assert!(matches!(
+            ip_hasher(None, false),
+            Err(ConfigError::NoIpHashKey)
+        ));
+        assert!(matches!(
+            ip_hasher(Some(""), false),
+            Err(ConfigError::NoIpHashKey)
+        ));
         assert!(ip_hasher(None, true).is_ok());
         assert!(ip_hasher(Some("secret"), false).is_ok());
     }

@@ -176,7 +176,8 @@ impl ActionBatchBuilder {
         self.ip_hash.append_value(row.ip_hash);
         self.os.append_option(e.os.as_deref());
         self.arch.append_option(e.arch.as_deref());
-        self.requests.append_value(i32::try_from(a.requests).unwrap_or(i32::MAX));
+        self.requests
+            .append_value(i32::try_from(a.requests).unwrap_or(i32::MAX));
         self.late.append_value(a.late);
         self.rows += 1;
     }
@@ -253,9 +254,23 @@ mod tests {
     fn spec_raw_data_points_are_all_columns() {
         let schema = table_schema();
         for name in [
-            "action", "action_day", "country", "digest", "http_method", "host", "namespace",
-            "reference", "repository", "tag", "timestamp", "type", "user_agent_tool",
-            "user_agent_version", "domain", "owner", "ip_hash",
+            "action",
+            "action_day",
+            "country",
+            "digest",
+            "http_method",
+            "host",
+            "namespace",
+            "reference",
+            "repository",
+            "tag",
+            "timestamp",
+            "type",
+            "user_agent_tool",
+            "user_agent_version",
+            "domain",
+            "owner",
+            "ip_hash",
         ] {
             assert!(schema.field_with_name(name).is_ok(), "{name}");
         }

@@ -20,9 +20,18 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let events = args.dir.join("events.jsonl");
     let table = args.dir.join("pulls");
     let start = chrono::NaiveDate::from_ymd_opt(2026, 11, 2).context("demo start date")?;
-    let cfg = GenConfig { events: args.events, seed: 1, start, days: 7, format: Format::Flat, bad_ratio: 0.01 };
-    let file = std::fs::File::create(&events).with_context(|| format!("cannot create {}", events.display()))?;
-    let generated = generate(cfg, &mut std::io::BufWriter::new(file)).context("generating events")?;
+    let cfg = GenConfig {
+        events: args.events,
+        seed: 1,
+        start,
+        days: 7,
+        format: Format::Flat,
+        bad_ratio: 0.01,
+    };
+    let file = std::fs::File::create(&events)
+        .with_context(|| format!("cannot create {}", events.display()))?;
+    let generated =
+        generate(cfg, &mut std::io::BufWriter::new(file)).context("generating events")?;
     println!(
         "generated {} events ({} intended actions, {} bad lines) into {}",
         generated.lines,
@@ -30,6 +39,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         generated.bad_lines,
         events.display()
     );
+    println!("(1% of the lines are malformed on purpose: the warnings below show how bad input is reported)");
 
     let defaults = SessionConfig::default();
     let ingest_args = IngestArgs {
@@ -43,7 +53,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             max_lateness: defaults.max_lateness,
             max_open_sessions: defaults.max_open_sessions,
         },
-        privacy: PrivacyArgs { ip_hash_key: None, insecure_default_key: true },
+        privacy: PrivacyArgs {
+            ip_hash_key: None,
+            insecure_default_key: true,
+        },
     };
     let report = crate::cmd::ingest::run(ingest_args).await?;
     if report.stats.actions != generated.actions() {
@@ -93,13 +106,23 @@ const SUMMARY_QUERIES: &[(&str, &str)] = &[
 fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
     if dir.exists() {
         if dir.join(MARKER).exists() {
-            std::fs::remove_dir_all(dir).with_context(|| format!("cannot replace {}", dir.display()))?;
-        } else if std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
-            bail!("{} exists and is not a pullstats demo directory; pass --dir elsewhere", dir.display());
+            std::fs::remove_dir_all(dir)
+                .with_context(|| format!("cannot replace {}", dir.display()))?;
+        } else if std::fs::read_dir(dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+        {
+            bail!(
+                "{} exists and is not a pullstats demo directory; pass --dir elsewhere",
+                dir.display()
+            );
         }
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    std::fs::write(dir.join(MARKER), "created by `pullstats demo`; safe to delete\n")
-        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    std::fs::write(
+        dir.join(MARKER),
+        "created by `pullstats demo`; safe to delete\n",
+    )
+    .with_context(|| format!("cannot write in {}", dir.display()))?;
     Ok(())
 }

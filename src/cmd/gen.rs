@@ -20,10 +20,13 @@ pub fn run(args: GenArgs) -> anyhow::Result<()> {
     };
     let stats = match args.output.as_deref().filter(|p| p.as_os_str() != "-") {
         Some(path) => {
-            let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+            let file =
+                File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
             let mut out = BufWriter::with_capacity(1 << 20, file);
-            let stats = generate(cfg, &mut out).with_context(|| format!("cannot write {}", path.display()))?;
-            out.flush().with_context(|| format!("cannot write {}", path.display()))?;
+            let stats = generate(cfg, &mut out)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            out.flush()
+                .with_context(|| format!("cannot write {}", path.display()))?;
             stats
         }
         None => {
@@ -34,7 +37,8 @@ pub fn run(args: GenArgs) -> anyhow::Result<()> {
     };
     if let Some(path) = &args.stats {
         let json = serde_json::to_string_pretty(&stats)?;
-        std::fs::write(path, json + "\n").with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(path, json + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     tracing::info!(
         lines = stats.lines,

@@ -113,7 +113,8 @@ pub async fn ingest(args: &IngestArgs) -> anyhow::Result<IngestReport> {
     if let Some(e) = write_error {
         return Err(e).context("writing the table failed; nothing was committed");
     }
-    let (stats, dead_letters) = processed.context("reading the input failed; nothing was committed")?;
+    let (stats, dead_letters) =
+        processed.context("reading the input failed; nothing was committed")?;
 
     let metadata = HashMap::from([(
         "pullstats".to_owned(),
@@ -141,7 +142,11 @@ type Input = Box<dyn BufRead + Send>;
 
 fn open_input(path: &Path) -> anyhow::Result<(Input, Option<u64>, String)> {
     if path.as_os_str() == "-" {
-        return Ok((Box::new(BufReader::with_capacity(1 << 20, io::stdin())), None, "stdin".into()));
+        return Ok((
+            Box::new(BufReader::with_capacity(1 << 20, io::stdin())),
+            None,
+            "stdin".into(),
+        ));
     }
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let size = file.metadata().ok().map(|m| m.len());
@@ -186,7 +191,8 @@ fn process(
     let mut line_no = 0u64;
     let send = |batches: Vec<RecordBatch>| -> anyhow::Result<()> {
         for b in batches {
-            tx.blocking_send(b).map_err(|_| anyhow!("the table writer stopped"))?;
+            tx.blocking_send(b)
+                .map_err(|_| anyhow!("the table writer stopped"))?;
         }
         Ok(())
     };

@@ -12,10 +12,17 @@ pub async fn run(args: SqlArgs) -> anyhow::Result<()> {
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::new(stdout.lock());
         query::write_results(stream, args.format, &mut out).await?;
-        out.flush().map_err(|e| query::QueryError::Output(e.to_string()))?;
+        out.flush()
+            .map_err(|e| query::QueryError::Output(e.to_string()))?;
         Ok::<_, query::QueryError>(())
     }
     .await;
     // One clear line: DataFusion's messages can span lines.
-    result.map_err(|e| anyhow::anyhow!(e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")))
+    result.map_err(|e| {
+        anyhow::anyhow!(e
+            .to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" "))
+    })
 }

@@ -10,18 +10,60 @@ const MAX_REPOS: usize = 12;
 const MAX_TAGS: usize = 8;
 
 const NS_WORDS: &[&str] = &[
-    "bitnami", "grafana", "prom", "acme", "hashicorp", "elastic", "jetstack", "cilium", "istio",
-    "openpolicyagent", "fluent", "minio", "rancher", "confluentinc", "jaegertracing", "kong",
-    "linuxserver", "nvidia", "envoyproxy", "curlimages", "apache", "mongo-org", "portainer",
-    "coredns", "argoproj", "tektoncd", "dexidp", "vaultwarden", "gitea", "sonatype",
+    "bitnami",
+    "grafana",
+    "prom",
+    "acme",
+    "hashicorp",
+    "elastic",
+    "jetstack",
+    "cilium",
+    "istio",
+    "openpolicyagent",
+    "fluent",
+    "minio",
+    "rancher",
+    "confluentinc",
+    "jaegertracing",
+    "kong",
+    "linuxserver",
+    "nvidia",
+    "envoyproxy",
+    "curlimages",
+    "apache",
+    "mongo-org",
+    "portainer",
+    "coredns",
+    "argoproj",
+    "tektoncd",
+    "dexidp",
+    "vaultwarden",
+    "gitea",
+    "sonatype",
 ];
 const OFFICIAL: &[&str] = &[
     "nginx", "redis", "postgres", "alpine", "ubuntu", "python", "node", "golang", "busybox",
     "mysql", "httpd", "traefik",
 ];
 const REPO_WORDS: &[&str] = &[
-    "server", "agent", "operator", "controller", "api", "web", "worker", "proxy", "exporter",
-    "cli", "gateway", "scheduler", "collector", "dashboard", "db", "cache", "sidecar", "runner",
+    "server",
+    "agent",
+    "operator",
+    "controller",
+    "api",
+    "web",
+    "worker",
+    "proxy",
+    "exporter",
+    "cli",
+    "gateway",
+    "scheduler",
+    "collector",
+    "dashboard",
+    "db",
+    "cache",
+    "sidecar",
+    "runner",
 ];
 
 /// One tag of one repository, with its digests.
@@ -84,18 +126,32 @@ impl Catalog {
 
     fn image(&self, ns: usize, repo: usize, tag: usize) -> Image {
         let (namespace, repository) = if ns == 0 {
-            ("library".to_owned(), OFFICIAL[repo % OFFICIAL.len()].to_owned())
+            (
+                "library".to_owned(),
+                OFFICIAL[repo % OFFICIAL.len()].to_owned(),
+            )
         } else {
             let word = NS_WORDS[(ns - 1) % NS_WORDS.len()];
-            let namespace = if ns > NS_WORDS.len() { format!("{word}{ns}") } else { word.to_owned() };
+            let namespace = if ns > NS_WORDS.len() {
+                format!("{word}{ns}")
+            } else {
+                word.to_owned()
+            };
             let offset = (mix_all(&[self.seed, ns as u64, 2]) % REPO_WORDS.len() as u64) as usize;
-            (namespace, REPO_WORDS[(offset + repo) % REPO_WORDS.len()].to_owned())
+            (
+                namespace,
+                REPO_WORDS[(offset + repo) % REPO_WORDS.len()].to_owned(),
+            )
         };
         let owner = (mix_all(&[self.seed, ns as u64, 3]) % 3 != 0)
             .then(|| format!("{} Org", capitalised(&namespace)));
         let id = [self.seed, ns as u64, repo as u64, tag as u64];
         let repo_hash = mix_all(&[self.seed, ns as u64, repo as u64, 4]);
-        let platforms = if repo_hash % 10 < 7 { 2 + (repo_hash >> 8) % 3 } else { 0 };
+        let platforms = if repo_hash % 10 < 7 {
+            2 + (repo_hash >> 8) % 3
+        } else {
+            0
+        };
         Image {
             tag: tag_name(tag, repo_hash),
             top_digest: digest(&id, 0),
@@ -157,7 +213,10 @@ mod tests {
             let b = cat.pick(&mut r2);
             assert_eq!(a.top_digest, b.top_digest);
             assert!(is_digest(&a.top_digest));
-            assert!(a.platform_digests.iter().all(|d| is_digest(d) && *d != a.top_digest));
+            assert!(a
+                .platform_digests
+                .iter()
+                .all(|d| is_digest(d) && *d != a.top_digest));
             assert!(!a.namespace.is_empty() && !a.repository.contains('/'));
         }
     }

@@ -62,15 +62,15 @@ pub const CLIENTS: &[ClientKind] = &[
 
 /// Real prefixes from the providers' published range files (July 2025).
 const CLOUD_V4: &[([u8; 4], u8)] = &[
-    ([3, 5, 140, 0], 22),     // aws
-    ([15, 190, 244, 0], 22),  // aws
-    ([34, 35, 0, 0], 16),     // google
-    ([34, 1, 208, 0], 20),    // google
-    ([4, 145, 74, 52], 30),   // azure
-    ([129, 80, 0, 0], 16),    // oracle
-    ([5, 101, 96, 0], 21),    // digitalocean
-    ([24, 144, 64, 0], 22),   // digitalocean
-    ([173, 245, 48, 0], 20),  // cloudflare
+    ([3, 5, 140, 0], 22),    // aws
+    ([15, 190, 244, 0], 22), // aws
+    ([34, 35, 0, 0], 16),    // google
+    ([34, 1, 208, 0], 20),   // google
+    ([4, 145, 74, 52], 30),  // azure
+    ([129, 80, 0, 0], 16),   // oracle
+    ([5, 101, 96, 0], 21),   // digitalocean
+    ([24, 144, 64, 0], 22),  // digitalocean
+    ([173, 245, 48, 0], 20), // cloudflare
 ];
 const CLOUD_V6: &[([u16; 3], u8)] = &[
     ([0x2600, 0x1f69, 0x7400], 40), // aws
@@ -89,7 +89,9 @@ const GEO_TEST_V4: &[([u8; 4], u8)] = &[
 ];
 const GEO_TEST_V6: &[([u16; 3], u8)] = &[([0x2001, 0x218, 0], 32), ([0x2001, 0x480, 0], 32)];
 /// First octets of typical ISP allocations for everyone else.
-const ISP_V4_FIRST: &[u8] = &[24, 31, 46, 62, 71, 77, 81, 86, 92, 98, 109, 151, 176, 185, 188, 212, 217];
+const ISP_V4_FIRST: &[u8] = &[
+    24, 31, 46, 62, 71, 77, 81, 86, 92, 98, 109, 151, 176, 185, 188, 212, 217,
+];
 
 /// A client: one address and one user agent, derived from its id.
 #[derive(Debug, Clone, Copy)]
@@ -115,7 +117,7 @@ impl ClientPool {
     }
 
     pub fn client(&self, id: u64) -> Client {
-        let mut rng = Rng::new(mix_all(&[self.seed, 0xc11e_47, id]));
+        let mut rng = Rng::new(mix_all(&[self.seed, 0x00c1_1e47, id]));
         let mut w = rng.below(u64::from(self.total_weight)) as u32;
         let kind = CLIENTS
             .iter()
@@ -161,20 +163,31 @@ fn address(rng: &mut Rng) -> IpAddr {
     }
     let first = *rng.pick(ISP_V4_FIRST);
     let rest = rng.next_u64();
-    IpAddr::V4(Ipv4Addr::new(first, (rest >> 8) as u8, (rest >> 16) as u8, (rest >> 24) as u8 | 1))
+    IpAddr::V4(Ipv4Addr::new(
+        first,
+        (rest >> 8) as u8,
+        (rest >> 16) as u8,
+        (rest >> 24) as u8 | 1,
+    ))
 }
 
 fn in_v4(rng: &mut Rng, (base, len): ([u8; 4], u8)) -> IpAddr {
     let host_bits = 32 - u32::from(len);
-    let mask = if host_bits == 32 { u32::MAX } else { (1u32 << host_bits) - 1 };
+    let mask = if host_bits == 32 {
+        u32::MAX
+    } else {
+        (1u32 << host_bits) - 1
+    };
     let host = (rng.next_u64() as u32) & mask;
     IpAddr::V4(Ipv4Addr::from(u32::from_be_bytes(base) | host))
 }
 
 fn in_v6(rng: &mut Rng, (base, len): ([u16; 3], u8)) -> IpAddr {
-    let prefix = (u128::from(base[0]) << 112) | (u128::from(base[1]) << 96) | (u128::from(base[2]) << 80);
+    let prefix =
+        (u128::from(base[0]) << 112) | (u128::from(base[1]) << 96) | (u128::from(base[2]) << 80);
     let host_bits = 128 - u32::from(len);
-    let host = ((u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64())) & ((1u128 << host_bits) - 1);
+    let host = ((u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64()))
+        & ((1u128 << host_bits) - 1);
     IpAddr::V6(Ipv6Addr::from(prefix | host))
 }
 

@@ -256,8 +256,15 @@ impl Generator {
                 self.fresh_client
             };
             let client = self.pool.client(id);
-            let key = mix_all(&[ip_bits(client.ip), str_hash(client.kind.user_agent), repo_key]);
-            let free = self.busy.get(&key).is_none_or(|t| *t + SEPARATION_MICROS <= clock);
+            let key = mix_all(&[
+                ip_bits(client.ip),
+                str_hash(client.kind.user_agent),
+                repo_key,
+            ]);
+            let free = self
+                .busy
+                .get(&key)
+                .is_none_or(|t| *t + SEPARATION_MICROS <= clock);
             if free {
                 self.busy.insert(key, clock + 3_000_000);
                 return client;
@@ -292,7 +299,9 @@ impl Generator {
 }
 
 fn str_hash(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 fn ip_bits(ip: IpAddr) -> u64 {
@@ -337,7 +346,11 @@ impl Plan {
             Ref::Tag => (img.tag.clone(), img.top_digest.clone()),
             Ref::Top => (img.top_digest.clone(), img.top_digest.clone()),
             Ref::Platform(p) => {
-                let d = img.platform_digests.get(p).unwrap_or(&img.top_digest).clone();
+                let d = img
+                    .platform_digests
+                    .get(p)
+                    .unwrap_or(&img.top_digest)
+                    .clone();
                 (d.clone(), d)
             }
         };
@@ -374,7 +387,13 @@ impl Plan {
     fn platform_gets(&mut self, rng: &mut Rng) {
         if self.multi() {
             let p = rng.below(self.image.platform_digests.len() as u64) as usize;
-            self.request(Self::delay(rng), false, Ref::Platform(p), Served::PlatformManifest, 200);
+            self.request(
+                Self::delay(rng),
+                false,
+                Ref::Platform(p),
+                Served::PlatformManifest,
+                200,
+            );
         }
     }
 
@@ -394,7 +413,13 @@ impl Plan {
     fn scenario(&mut self, rng: &mut Rng, with_rejected: bool) -> Option<ActionKind> {
         let roll = rng.unit();
         if roll < 0.05 && with_rejected {
-            let (head, status) = *rng.pick(&[(false, 404), (true, 404), (false, 401), (false, 429), (false, 500)]);
+            let (head, status) = *rng.pick(&[
+                (false, 404),
+                (true, 404),
+                (false, 401),
+                (false, 429),
+                (false, 500),
+            ]);
             self.request(0, head, Ref::Tag, Served::IndexOrManifest, status);
             return None;
         }
@@ -433,7 +458,13 @@ impl Plan {
         if roll < 0.45 {
             // containerd by digest: HEAD digest, GET the same, then platform.
             self.request(0, true, Ref::Top, Served::IndexOrManifest, 200);
-            self.request(Self::delay(rng), false, Ref::Top, Served::IndexOrManifest, 200);
+            self.request(
+                Self::delay(rng),
+                false,
+                Ref::Top,
+                Served::IndexOrManifest,
+                200,
+            );
             self.platform_gets(rng);
             return ActionKind::PullByDigest;
         }
@@ -442,7 +473,13 @@ impl Plan {
             // Index already cached: straight to the platform manifest.
             self.platform_gets(rng);
         } else {
-            self.request(Self::delay(rng), false, Ref::Top, Served::IndexOrManifest, 200);
+            self.request(
+                Self::delay(rng),
+                false,
+                Ref::Top,
+                Served::IndexOrManifest,
+                200,
+            );
             self.platform_gets(rng);
         }
         ActionKind::PullByTag
@@ -473,7 +510,11 @@ impl Plan {
 fn timestamp(ts: Micros, nanos: bool, extra_ns: u64) -> String {
     let t = DateTime::from_timestamp_micros(ts).unwrap_or_default();
     if nanos {
-        format!("{}{:03}Z", t.format("%Y-%m-%dT%H:%M:%S%.6f"), extra_ns % 1000)
+        format!(
+            "{}{:03}Z",
+            t.format("%Y-%m-%dT%H:%M:%S%.6f"),
+            extra_ns % 1000
+        )
     } else {
         t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
     }
@@ -521,13 +562,27 @@ fn flat_line(r: &Req, rng: &mut Rng) -> String {
     let with_media = r.served == Served::Blob || rng.chance(0.7);
     let out = FlatOut {
         timestamp: timestamp(r.ts, false, 0),
-        method: if r.push { "PUT" } else if r.head { "HEAD" } else { "GET" },
+        method: if r.push {
+            "PUT"
+        } else if r.head {
+            "HEAD"
+        } else {
+            "GET"
+        },
         namespace: split.then_some(r.image.namespace.as_str()),
-        repository: if split { r.image.repository.clone() } else { r.image.path() },
+        repository: if split {
+            r.image.repository.clone()
+        } else {
+            r.image.path()
+        },
         reference: &r.reference,
         digest: r.digest.as_deref(),
         status: r.status,
-        remote_addr: if with_port { addr_with_port(r.ip, port) } else { r.ip.to_string() },
+        remote_addr: if with_port {
+            addr_with_port(r.ip, port)
+        } else {
+            r.ip.to_string()
+        },
         user_agent: r.user_agent,
         owner: r.image.owner.as_deref(),
         media_type: with_media.then(|| media_type(r)),
@@ -538,7 +593,11 @@ fn flat_line(r: &Req, rng: &mut Rng) -> String {
 fn envelope_line(r: &Req, rng: &mut Rng) -> String {
     let id = rng.next_u64();
     let port = 1024 + rng.below(60_000);
-    let media = if r.served == Served::Blob { "application/octet-stream" } else { media_type(r) };
+    let media = if r.served == Served::Blob {
+        "application/octet-stream"
+    } else {
+        media_type(r)
+    };
     let mut target = serde_json::json!({
         "mediaType": media,
         "size": 1024 + id % 4096,
@@ -576,11 +635,18 @@ fn corrupt(good: &str, r: &Req, kind: u64) -> Vec<u8> {
     let replaced = |from: &str, to: &str| good.replacen(from, to, 1).into_bytes();
     match kind {
         0 => good.as_bytes()[..good.len() / 2].to_vec(),
-        1 => format!("{ip} - - \"GET /v2/{}/manifests/{} HTTP/1.1\" 200", r.image.path(), r.reference).into_bytes(),
+        1 => format!(
+            "{ip} - - \"GET /v2/{}/manifests/{} HTTP/1.1\" 200",
+            r.image.path(),
+            r.reference
+        )
+        .into_bytes(),
         2 => replaced("\"timestamp\":\"", "\"timestamp\":12345,\"x\":\""),
         3 => {
             let start = good.find("\"timestamp\":").unwrap_or(0);
-            let end = good[start..].find(',').map_or(good.len(), |e| start + e + 1);
+            let end = good[start..]
+                .find(',')
+                .map_or(good.len(), |e| start + e + 1);
             format!("{}{}", &good[..start], &good[end..]).into_bytes()
         }
         4 => {
@@ -646,9 +712,16 @@ mod tests {
             let (a, sa) = lines(config(3_000, format, 0.05));
             let (b, _) = lines(config(3_000, format, 0.05));
             assert_eq!(a, b);
-            assert_eq!(a.split(|&c| c == b'\n').filter(|l| !l.is_empty()).count() as u64, 3_000);
+            assert_eq!(
+                a.split(|&c| c == b'\n').filter(|l| !l.is_empty()).count() as u64,
+                3_000
+            );
             assert_eq!(sa.lines, 3_000);
-            let total = sa.bad_lines + sa.manifest_requests + sa.blob_requests + sa.rejected_requests + sa.not_pull_requests;
+            let total = sa.bad_lines
+                + sa.manifest_requests
+                + sa.blob_requests
+                + sa.rejected_requests
+                + sa.not_pull_requests;
             assert_eq!(total, 3_000);
         }
     }
@@ -681,7 +754,11 @@ mod tests {
             decoder.decode(line, &mut evs).expect("good line");
         }
         assert!(evs.windows(2).all(|w| w[0].timestamp <= w[1].timestamp));
-        let start = NaiveDate::from_ymd_opt(2026, 11, 2).and_then(|d| d.and_hms_opt(0, 0, 0)).expect("t").and_utc().timestamp_micros();
+        let start = NaiveDate::from_ymd_opt(2026, 11, 2)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .expect("t")
+            .and_utc()
+            .timestamp_micros();
         assert!(evs[0].timestamp >= start);
         assert!(evs.last().expect("events").timestamp < start + 2 * MICROS_PER_DAY + 10_000_000);
     }

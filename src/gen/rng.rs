@@ -13,7 +13,9 @@ pub fn mix(mut z: u64) -> u64 {
 
 /// Mixes several values into one stable 64-bit value.
 pub fn mix_all(parts: &[u64]) -> u64 {
-    parts.iter().fold(0x5851_f42d_4c95_7f2d, |acc, &p| mix(acc ^ p))
+    parts
+        .iter()
+        .fold(0x5851_f42d_4c95_7f2d, |acc, &p| mix(acc ^ p))
 }
 
 #[derive(Debug, Clone)]
@@ -86,7 +88,9 @@ impl Zipf {
     pub fn sample(&self, rng: &mut Rng) -> usize {
         let total = self.cumulative.last().copied().unwrap_or(1.0);
         let x = rng.unit() * total;
-        self.cumulative.partition_point(|&c| c <= x).min(self.cumulative.len() - 1)
+        self.cumulative
+            .partition_point(|&c| c <= x)
+            .min(self.cumulative.len() - 1)
     }
 }
 
@@ -96,9 +100,15 @@ mod tests {
 
     #[test]
     fn same_seed_same_stream() {
-        let a: Vec<u64> = (0..5).scan(Rng::new(7), |r, _| Some(r.next_u64())).collect();
-        let b: Vec<u64> = (0..5).scan(Rng::new(7), |r, _| Some(r.next_u64())).collect();
-        let c: Vec<u64> = (0..5).scan(Rng::new(8), |r, _| Some(r.next_u64())).collect();
+        let a: Vec<u64> = (0..5)
+            .scan(Rng::new(7), |r, _| Some(r.next_u64()))
+            .collect();
+        let b: Vec<u64> = (0..5)
+            .scan(Rng::new(7), |r, _| Some(r.next_u64()))
+            .collect();
+        let c: Vec<u64> = (0..5)
+            .scan(Rng::new(8), |r, _| Some(r.next_u64()))
+            .collect();
         assert_eq!(a, b);
         assert_ne!(a, c);
     }
@@ -119,6 +129,8 @@ mod tests {
     fn below_stays_in_range() {
         let mut rng = Rng::new(3);
         assert!((0..1000).all(|_| rng.below(7) < 7));
-        assert!((0..1000).map(|_| rng.unit()).all(|u| (0.0..1.0).contains(&u)));
+        assert!((0..1000)
+            .map(|_| rng.unit())
+            .all(|u| (0.0..1.0).contains(&u)));
     }
 }

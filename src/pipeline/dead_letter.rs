@@ -20,6 +20,17 @@ pub enum Position {
     Kafka { partition: i32, offset: i64 },
 }
 
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Position::Line { line } => write!(f, "line {line}"),
+            Position::Kafka { partition, offset } => {
+                write!(f, "partition {partition} offset {offset}")
+            }
+        }
+    }
+}
+
 /// One rejected input.
 #[derive(Debug, Clone, Copy)]
 pub struct DeadLetter<'a> {
@@ -162,8 +173,10 @@ mod tests {
         .expect("send");
         sink.flush().expect("flush");
         let text = std::fs::read_to_string(&path).expect("read");
-        let lines: Vec<serde_json::Value> =
-            text.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
         assert_eq!(lines[0]["line"], 7);
         assert_eq!(lines[0]["raw"], "{oops");
         assert_eq!(lines[0]["reason"], "invalid JSON");

@@ -39,10 +39,7 @@ pub enum DecodeError {
     #[error("missing field `{0}`")]
     Missing(&'static str),
     #[error("invalid `{field}`: {reason}")]
-    Invalid {
-        field: &'static str,
-        reason: String,
-    },
+    Invalid { field: &'static str, reason: String },
     #[error("envelope event {index}: {source}")]
     InEnvelope {
         index: usize,
@@ -225,13 +222,22 @@ impl Decoder {
         first_error.map_or(Ok(()), Err)
     }
 
-    fn decode_envelope_event(&mut self, ev: EnvelopeEvent<'_>) -> Result<RequestEvent, DecodeError> {
+    fn decode_envelope_event(
+        &mut self,
+        ev: EnvelopeEvent<'_>,
+    ) -> Result<RequestEvent, DecodeError> {
         let timestamp = parse_timestamp(&ev.timestamp.ok_or(DecodeError::Missing("timestamp"))?)?;
         let action = ev.action.ok_or(DecodeError::Missing("action"))?;
         let target = ev.target.ok_or(DecodeError::Missing("target"))?;
         let request = ev.request.ok_or(DecodeError::Missing("request"))?;
-        let method = parse_method(&request.method.ok_or(DecodeError::Missing("request.method"))?)?;
-        let repo_path = target.repository.ok_or(DecodeError::Missing("target.repository"))?;
+        let method = parse_method(
+            &request
+                .method
+                .ok_or(DecodeError::Missing("request.method"))?,
+        )?;
+        let repo_path = target
+            .repository
+            .ok_or(DecodeError::Missing("target.repository"))?;
         let (namespace, repository) = split_repository(&repo_path);
         let digest = target.digest;
         let reference = match (&target.tag, &digest) {
@@ -241,7 +247,11 @@ impl Decoder {
         };
         let kind = if action != "pull" {
             RequestKind::NotPull
-        } else if target.media_type.as_deref().is_some_and(|mt| !is_manifest_media_type(mt)) {
+        } else if target
+            .media_type
+            .as_deref()
+            .is_some_and(|mt| !is_manifest_media_type(mt))
+        {
             RequestKind::Blob
         } else {
             RequestKind::Manifest
@@ -399,9 +409,14 @@ fn check_name(field: &'static str, s: &str) -> Result<(), DecodeError> {
         return Err(invalid(field, "empty"));
     }
     if s.len() > MAX_NAME_BYTES {
-        return Err(invalid(field, format!("longer than {MAX_NAME_BYTES} bytes")));
+        return Err(invalid(
+            field,
+            format!("longer than {MAX_NAME_BYTES} bytes"),
+        ));
     }
-    if s.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+    if s.bytes()
+        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
         return Err(invalid(field, "contains whitespace or control characters"));
     }
     Ok(())
@@ -417,7 +432,10 @@ fn check_reference(r: &str) -> Result<(), DecodeError> {
         return if is_digest(r) {
             Ok(())
         } else {
-            Err(invalid("reference", "neither a tag nor an algorithm:hex digest"))
+            Err(invalid(
+                "reference",
+                "neither a tag nor an algorithm:hex digest",
+            ))
         };
     }
     let ok_first = r.as_bytes()[0].is_ascii_alphanumeric() || r.as_bytes()[0] == b'_';
@@ -489,7 +507,15 @@ mod tests {
         ] {
             assert_eq!(parse_addr(input).expect(input).to_string(), want);
         }
-        for bad in ["", "1.2.3", "1.2.3.4:99999", "[::1", "host:80", "1.2.3.4:", "[::1]x"] {
+        for bad in [
+            "",
+            "1.2.3",
+            "1.2.3.4:99999",
+            "[::1",
+            "host:80",
+            "1.2.3.4:",
+            "[::1]x",
+        ] {
             assert!(parse_addr(bad).is_err(), "{bad}");
         }
     }
@@ -500,14 +526,41 @@ mod tests {
             (b"{not json".to_vec(), "invalid JSON"),
             (vec![0xff, 0xfe, b'{', b'}'], "UTF-8"),
             (b"   ".to_vec(), "empty"),
-            (flat("").replace(r#""status":200"#, r#""status":"ok""#).into(), "invalid JSON"),
-            (flat("").replace(r#""method":"GET","#, "").into(), "`method`"),
-            (flat("").replace("203.0.113.9:41234", "not-an-ip").into(), "remote_addr"),
-            (flat("").replace("2026-11-02T10", "yesterday").into(), "timestamp"),
-            (flat("").replace(r#""1.27""#, r#""bad tag!""#).into(), "reference"),
+            (
+                flat("")
+                    .replace(r#""status":200"#, r#""status":"ok""#)
+                    .into(),
+                "invalid JSON",
+            ),
+            (
+                flat("").replace(r#""method":"GET","#, "").into(),
+                "`method`",
+            ),
+            (
+                flat("").replace("203.0.113.9:41234", "not-an-ip").into(),
+                "remote_addr",
+            ),
+            (
+                flat("").replace("2026-11-02T10", "yesterday").into(),
+                "timestamp",
+            ),
+            (
+                flat("").replace(r#""1.27""#, r#""bad tag!""#).into(),
+                "reference",
+            ),
             (flat("").replace(D1, "sha256:zz").into(), "digest"),
-            (flat("").replace(r#""status":200"#, r#""status":999"#).into(), "status"),
-            (flat("").replace(r#""method":"GET""#, r#""method":"FETCH""#).into(), "method"),
+            (
+                flat("")
+                    .replace(r#""status":200"#, r#""status":999"#)
+                    .into(),
+                "status",
+            ),
+            (
+                flat("")
+                    .replace(r#""method":"GET""#, r#""method":"FETCH""#)
+                    .into(),
+                "method",
+            ),
             (b"{\"events\":[]}".to_vec(), "no events"),
         ];
         for (line, want) in cases {
@@ -515,7 +568,10 @@ mod tests {
             let err = Decoder::new(DEFAULT_MAX_LINE_BYTES)
                 .decode(&line, &mut out)
                 .expect_err(want);
-            assert!(err.to_string().contains(want), "{err} should mention {want}");
+            assert!(
+                err.to_string().contains(want),
+                "{err} should mention {want}"
+            );
         }
         let err = Decoder::new(10).decode(flat("").as_bytes(), &mut Vec::new());
         assert!(matches!(err, Err(DecodeError::TooLong { .. })));
@@ -538,12 +594,91 @@ mod tests {
 
     #[test]
     fn media_types_classify_blobs() {
-        assert!(is_manifest_media_type("application/vnd.docker.distribution.manifest.v2+json"));
-        assert!(is_manifest_media_type("application/vnd.docker.distribution.manifest.list.v2+json"));
-        assert!(is_manifest_media_type("application/vnd.oci.image.index.v1+json"));
-        assert!(is_manifest_media_type("application/vnd.oci.image.manifest.v1+json"));
+        assert!(is_manifest_media_type(
+            "application/vnd.docker.distribution.manifest.v2+json"
+        ));
+        assert!(is_manifest_media_type(
+            "application/vnd.docker.distribution.manifest.list.v2+json"
+        ));
+        assert!(is_manifest_media_type(
+            "application/vnd.oci.image.index.v1+json"
+        ));
+        assert!(is_manifest_media_type(
+            "application/vnd.oci.image.manifest.v1+json"
+        ));
         assert!(!is_manifest_media_type("application/octet-stream"));
-        assert!(!is_manifest_media_type("application/vnd.oci.image.layer.v1.tar+gzip"));
-        assert!(!is_manifest_media_type("application/vnd.oci.image.config.v1+json"));
+        assert!(!is_manifest_media_type(
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        ));
+        assert!(!is_manifest_media_type(
+            "application/vnd.oci.image.config.v1+json"
+        ));
+    }
+}
+
+#[cfg(test)]
+mod schema_tests {
+    use super::*;
+    use crate::gen::{generate, Format, GenConfig};
+
+    /// `schemas/request-event.schema.json` documents what `decode` accepts:
+    /// its required fields are exactly the ones whose absence is an error,
+    /// its example decodes, and every field the generator writes is in it.
+    #[test]
+    fn json_schema_matches_the_decoder() {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../schemas/request-event.schema.json"))
+                .expect("schema parses");
+        let props = schema["properties"].as_object().expect("properties");
+        // Always required, plus `digest`, required for the example's kind of
+        // request (2xx by tag) by the schema's `allOf` condition.
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .expect("required")
+            .iter()
+            .chain(
+                schema["allOf"][0]["then"]["required"]
+                    .as_array()
+                    .expect("conditional"),
+            )
+            .filter_map(|v| v.as_str())
+            .collect();
+        let example = serde_json::to_string(&schema["examples"][0]).expect("example");
+        let mut out = Vec::new();
+        let mut decoder = Decoder::new(DEFAULT_MAX_LINE_BYTES);
+        decoder
+            .decode(example.as_bytes(), &mut out)
+            .expect("the example decodes");
+        let full: serde_json::Value = serde_json::from_str(&example).expect("json");
+        for field in props.keys() {
+            let mut without = full.clone();
+            without.as_object_mut().expect("object").remove(field);
+            let result = decoder.decode(without.to_string().as_bytes(), &mut Vec::new());
+            // Without namespace the repository is a path; `nginx` alone is library/nginx.
+            assert_eq!(
+                result.is_err(),
+                required.contains(&field.as_str()),
+                "dropping `{field}`"
+            );
+        }
+        let cfg = GenConfig {
+            events: 2000,
+            seed: 3,
+            start: chrono::NaiveDate::from_ymd_opt(2026, 1, 1).expect("date"),
+            days: 1,
+            format: Format::Flat,
+            bad_ratio: 0.0,
+        };
+        let mut lines = Vec::new();
+        generate(cfg, &mut lines).expect("generate");
+        for line in lines.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let v: serde_json::Value = serde_json::from_slice(line).expect("json");
+            for key in v.as_object().expect("object").keys() {
+                assert!(
+                    props.contains_key(key),
+                    "generated field `{key}` is not in the schema"
+                );
+            }
+        }
     }
 }

@@ -85,7 +85,11 @@ impl IngestStats {
             self.skipped(),
             self.skipped_blob,
             self.rejected,
-            if statuses.is_empty() { String::new() } else { format!(" [{}]", statuses.join(", ")) },
+            if statuses.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", statuses.join(", "))
+            },
             self.skipped_not_pull,
             self.bad,
             self.late,
@@ -109,7 +113,7 @@ pub struct Pipeline {
 
 /// Bad lines logged one by one before the log falls silent (they all still
 /// go to the dead-letter sink and the count).
-const MAX_LOGGED_BAD: u64 = 20;
+const MAX_LOGGED_BAD: u64 = 10;
 
 impl Pipeline {
     pub fn new(max_line_bytes: usize, session: SessionConfig, enricher: ActionEnricher) -> Self {
@@ -166,7 +170,7 @@ impl Pipeline {
     ) -> Result<(), PipelineError> {
         self.stats.bad += 1;
         if self.logged_bad < MAX_LOGGED_BAD {
-            tracing::warn!(source, ?position, reason, "bad input");
+            tracing::warn!("bad input at {source} {position}: {reason}");
             self.logged_bad += 1;
             if self.logged_bad == MAX_LOGGED_BAD {
                 tracing::warn!("further bad input is not logged; see the dead-letter sink");
@@ -189,7 +193,11 @@ impl Pipeline {
                 RequestKind::NotPull => self.stats.skipped_not_pull += 1,
                 RequestKind::Manifest if !event.forms_action() => {
                     self.stats.rejected += 1;
-                    *self.stats.rejected_by_status.entry(event.status).or_default() += 1;
+                    *self
+                        .stats
+                        .rejected_by_status
+                        .entry(event.status)
+                        .or_default() += 1;
                 }
                 RequestKind::Manifest => self.sessionizer.push(event, &mut self.actions),
             }

@@ -109,7 +109,11 @@ impl OpenSession {
             (false, _) => ActionKind::PullByTag,
         };
         let got_get = e.method == Method::Get;
-        let fetched = if got_get { vec![e.digest.clone()] } else { Vec::new() };
+        let fetched = if got_get {
+            vec![e.digest.clone()]
+        } else {
+            Vec::new()
+        };
         Self {
             last_ts: e.timestamp,
             got_get,
@@ -164,7 +168,14 @@ struct Pending {
 impl Pending {
     fn order_key(&self) -> (Micros, Method, bool, &str, &str, u64) {
         let e = &self.event;
-        (e.timestamp, e.method, e.by_digest(), &e.reference, &e.digest, self.seq)
+        (
+            e.timestamp,
+            e.method,
+            e.by_digest(),
+            &e.reference,
+            &e.digest,
+            self.seq,
+        )
     }
 }
 
@@ -341,7 +352,11 @@ impl Sessionizer {
 
     fn advance(&mut self, out: &mut Vec<Action>) {
         let Some(w) = self.watermark() else { return };
-        while self.pending.peek().is_some_and(|Reverse(p)| p.event.timestamp < w) {
+        while self
+            .pending
+            .peek()
+            .is_some_and(|Reverse(p)| p.event.timestamp < w)
+        {
             if let Some(Reverse(p)) = self.pending.pop() {
                 self.decide(p.event, out);
             }

@@ -20,7 +20,16 @@ fn digest(n: u8) -> String {
 /// A request: `at_ms` after T0, `"HEAD"`/`"GET"`, reference (`tag` or
 /// digest number as `"#n"`), and the digest answered (number).
 fn req(at_ms: i64, method: &str, reference: &str, answered: u8) -> RequestEvent {
-    req_from("192.0.2.1", "docker/27.3.1", "library", "nginx", at_ms, method, reference, answered)
+    req_from(
+        "192.0.2.1",
+        "docker/27.3.1",
+        "library",
+        "nginx",
+        at_ms,
+        method,
+        reference,
+        answered,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -40,7 +49,11 @@ fn req_from(
     };
     RequestEvent {
         timestamp: T0 + at_ms * 1000,
-        method: if method == "HEAD" { Method::Head } else { Method::Get },
+        method: if method == "HEAD" {
+            Method::Head
+        } else {
+            Method::Get
+        },
         namespace: Arc::from(ns),
         repository: Arc::from(repo),
         reference: Arc::from(reference.as_str()),
@@ -100,7 +113,11 @@ fn spec_table_rows(#[case] events: Vec<RequestEvent>, #[case] kind: ActionKind, 
 
 #[test]
 fn action_row_takes_the_starting_request() {
-    let got = actions(vec![req(0, "HEAD", "1.27", 1), req(40, "GET", "#1", 1), req(80, "GET", "#2", 2)]);
+    let got = actions(vec![
+        req(0, "HEAD", "1.27", 1),
+        req(40, "GET", "#1", 1),
+        req(80, "GET", "#2", 2),
+    ]);
     let a = &got[0];
     assert_eq!(a.timestamp, T0);
     assert_eq!(a.method, Method::Head);
@@ -150,8 +167,15 @@ fn head_by_tag_then_get_of_cached_index_child_is_one_pull() {
 fn repeating_a_fetched_digest_starts_a_new_action() {
     let got = actions(vec![req(0, "GET", "#1", 1), req(40, "GET", "#1", 1)]);
     assert_eq!(kinds(&got), vec![(ActionKind::PullByDigest, 1); 2]);
-    let got = actions(vec![req(0, "GET", "1.27", 1), req(40, "GET", "#2", 2), req(60, "GET", "#1", 1)]);
-    assert_eq!(kinds(&got), vec![(ActionKind::PullByTag, 2), (ActionKind::PullByDigest, 1)]);
+    let got = actions(vec![
+        req(0, "GET", "1.27", 1),
+        req(40, "GET", "#2", 2),
+        req(60, "GET", "#1", 1),
+    ]);
+    assert_eq!(
+        kinds(&got),
+        vec![(ActionKind::PullByTag, 2), (ActionKind::PullByDigest, 1)]
+    );
 }
 
 #[test]
@@ -160,9 +184,18 @@ fn a_follow_up_beyond_the_gap_starts_a_new_action() {
         gap: Duration::from_secs(2),
         ..SessionConfig::default()
     };
-    let got = run(config, vec![req(0, "HEAD", "1.27", 1), req(2_001, "GET", "#1", 1)]);
-    assert_eq!(kinds(&got), vec![(ActionKind::VersionCheck, 1), (ActionKind::PullByDigest, 1)]);
-    let got = run(config, vec![req(0, "HEAD", "1.27", 1), req(2_000, "GET", "#1", 1)]);
+    let got = run(
+        config,
+        vec![req(0, "HEAD", "1.27", 1), req(2_001, "GET", "#1", 1)],
+    );
+    assert_eq!(
+        kinds(&got),
+        vec![(ActionKind::VersionCheck, 1), (ActionKind::PullByDigest, 1)]
+    );
+    let got = run(
+        config,
+        vec![req(0, "HEAD", "1.27", 1), req(2_000, "GET", "#1", 1)],
+    );
     assert_eq!(kinds(&got), vec![(ActionKind::PullByTag, 2)]);
 }
 
@@ -180,9 +213,36 @@ fn any_head_or_tag_request_starts_a_new_action() {
 #[test]
 fn different_user_agents_or_ips_are_different_clients() {
     let got = actions(vec![
-        req_from("192.0.2.1", "docker/27", "library", "nginx", 0, "HEAD", "1", 1),
-        req_from("192.0.2.2", "docker/27", "library", "nginx", 10, "GET", "#1", 1),
-        req_from("192.0.2.1", "containerd/1.7", "library", "nginx", 20, "GET", "#1", 1),
+        req_from(
+            "192.0.2.1",
+            "docker/27",
+            "library",
+            "nginx",
+            0,
+            "HEAD",
+            "1",
+            1,
+        ),
+        req_from(
+            "192.0.2.2",
+            "docker/27",
+            "library",
+            "nginx",
+            10,
+            "GET",
+            "#1",
+            1,
+        ),
+        req_from(
+            "192.0.2.1",
+            "containerd/1.7",
+            "library",
+            "nginx",
+            20,
+            "GET",
+            "#1",
+            1,
+        ),
     ]);
     assert_eq!(got.len(), 3);
 }
@@ -217,7 +277,9 @@ fn events_past_the_lateness_bound_are_counted_as_their_own_action() {
     assert_eq!(s.stats().late, 1);
     assert_eq!(s.stats().requests, 3);
     assert_eq!(out.len(), 3);
-    assert!(out.iter().any(|a| a.late && a.kind == ActionKind::PullByDigest));
+    assert!(out
+        .iter()
+        .any(|a| a.late && a.kind == ActionKind::PullByDigest));
 }
 
 #[test]
@@ -226,7 +288,10 @@ fn idle_sessions_close_once_the_watermark_passes() {
     let mut out = Vec::new();
     s.push(req(0, "HEAD", "1.27", 1), &mut out);
     assert_eq!(s.open_sessions() + s.pending_events(), 1);
-    s.push(req_from("192.0.2.9", "x", "a", "b", 120_000, "GET", "t", 3), &mut out);
+    s.push(
+        req_from("192.0.2.9", "x", "a", "b", 120_000, "GET", "t", 3),
+        &mut out,
+    );
     assert_eq!(out.len(), 1, "the version check is final");
     assert_eq!(s.open_sessions(), 0);
 }
@@ -242,7 +307,10 @@ fn open_sessions_are_capped_oldest_first() {
     let mut out = Vec::new();
     for i in 0..5u8 {
         let ip = format!("192.0.2.{i}");
-        s.push(req_from(&ip, "d", "n", "r", i64::from(i), "HEAD", "1", 1), &mut out);
+        s.push(
+            req_from(&ip, "d", "n", "r", i64::from(i), "HEAD", "1", 1),
+            &mut out,
+        );
     }
     assert!(s.open_sessions() <= 2);
     assert!(s.stats().evicted >= 2);
@@ -262,8 +330,26 @@ fn requests_that_cannot_form_actions_are_ignored() {
 /// Actions in a canonical order, for comparing runs.
 fn normalized(mut actions: Vec<Action>) -> Vec<Action> {
     actions.sort_by(|a, b| {
-        (a.timestamp, a.ip, &a.user_agent, &a.namespace, &a.repository, a.method, &a.reference, a.requests)
-            .cmp(&(b.timestamp, b.ip, &b.user_agent, &b.namespace, &b.repository, b.method, &b.reference, b.requests))
+        (
+            a.timestamp,
+            a.ip,
+            &a.user_agent,
+            &a.namespace,
+            &a.repository,
+            a.method,
+            &a.reference,
+            a.requests,
+        )
+            .cmp(&(
+                b.timestamp,
+                b.ip,
+                &b.user_agent,
+                &b.namespace,
+                &b.repository,
+                b.method,
+                &b.reference,
+                b.requests,
+            ))
     });
     actions
 }
@@ -271,7 +357,15 @@ fn normalized(mut actions: Vec<Action>) -> Vec<Action> {
 /// Random requests from a few clients on a few repositories, in time order,
 /// with gaps around the session gap so that every rule is exercised.
 fn arb_requests() -> impl Strategy<Value = Vec<RequestEvent>> {
-    let one = (0u8..2, 0u8..2, 0u8..2, 0i64..4_000, prop::bool::ANY, 0u8..3, 1u8..5);
+    let one = (
+        0u8..2,
+        0u8..2,
+        0u8..2,
+        0i64..4_000,
+        prop::bool::ANY,
+        0u8..3,
+        1u8..5,
+    );
     prop::collection::vec(one, 1..120).prop_map(|items| {
         let mut at = 0i64;
         items

@@ -58,14 +58,20 @@ pub async fn session(path: &Path) -> Result<SessionContext, QueryError> {
     table
         .update_datafusion_session(&ctx.state())
         .map_err(|e| register(Box::new(e)))?;
-    let provider = table.table_provider().await.map_err(|e| register(Box::new(e)))?;
+    let provider = table
+        .table_provider()
+        .await
+        .map_err(|e| register(Box::new(e)))?;
     ctx.register_table(TABLE_NAME, provider)
         .map_err(|e| register(Box::new(e)))?;
     Ok(ctx)
 }
 
 /// Plans and starts `sql`; results stream batch by batch.
-pub async fn execute(ctx: &SessionContext, sql: &str) -> Result<SendableRecordBatchStream, QueryError> {
+pub async fn execute(
+    ctx: &SessionContext,
+    sql: &str,
+) -> Result<SendableRecordBatchStream, QueryError> {
     let df = ctx.sql(sql).await?;
     Ok(df.execute_stream().await?)
 }
@@ -97,7 +103,9 @@ pub async fn write_results(
             writeln!(out, "{text}").map_err(|e| io(&e))?;
         }
         OutputFormat::Csv => {
-            let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(out);
+            let mut w = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(out);
             while let Some(b) = stream.next().await {
                 let b = b?;
                 rows += b.num_rows() as u64;

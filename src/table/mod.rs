@@ -111,7 +111,11 @@ fn check_schema(path: &Path, table: &DeltaTable) -> Result<(), TableError> {
         .fields()
         .map(|f| f.name().clone())
         .collect();
-    let want: Vec<String> = table_schema().fields().iter().map(|f| f.name().clone()).collect();
+    let want: Vec<String> = table_schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
     if names != want {
         return Err(TableError::Schema {
             path: path.to_owned(),
@@ -174,7 +178,10 @@ impl TableWriter {
     /// Commits every file written, with `metadata` recorded in the commit
     /// info. Returns the new table version, or `None` when nothing was
     /// written.
-    pub async fn commit(mut self, metadata: HashMap<String, Value>) -> Result<Option<u64>, TableError> {
+    pub async fn commit(
+        mut self,
+        metadata: HashMap<String, Value>,
+    ) -> Result<Option<u64>, TableError> {
         self.seal().await?;
         if self.adds.is_empty() {
             return Ok(None);

@@ -94,18 +94,26 @@ fn split_token(t: &str) -> (&str, Option<&str>) {
 
 fn normalise_version(v: &str) -> String {
     let v = v.trim_end_matches([',', ';', ')']);
-    v.strip_prefix('v').filter(|r| r.starts_with(|c: char| c.is_ascii_digit())).unwrap_or(v).to_owned()
+    v.strip_prefix('v')
+        .filter(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+        .unwrap_or(v)
+        .to_owned()
 }
 
 /// `UpstreamClient(Docker-Client/27.3.1 \(linux\))` names the program that
 /// drove the engine; the engine version stays the version when the upstream
 /// is the plain CLI.
 fn refine_docker(ua: &str, info: &mut ClientInfo) {
-    let Some(start) = ua.find("UpstreamClient(") else { return };
+    let Some(start) = ua.find("UpstreamClient(") else {
+        return;
+    };
     let inner = &ua[start + "UpstreamClient(".len()..];
     let (product, version) = split_token(inner.split_whitespace().next().unwrap_or(""));
     let product = product.trim_end_matches(')');
-    if let Some((_, tool)) = DOCKER_UPSTREAM.iter().find(|(n, _)| product.eq_ignore_ascii_case(n)) {
+    if let Some((_, tool)) = DOCKER_UPSTREAM
+        .iter()
+        .find(|(n, _)| product.eq_ignore_ascii_case(n))
+    {
         if *tool != "docker" {
             info.tool = (*tool).to_owned();
             info.version = version.map(normalise_version);
@@ -119,20 +127,36 @@ mod tests {
 
     fn check(ua: &str, tool: &str, version: Option<&str>) {
         let got = parse(ua);
-        assert_eq!((got.tool.as_str(), got.version.as_deref()), (tool, version), "{ua}");
+        assert_eq!(
+            (got.tool.as_str(), got.version.as_deref()),
+            (tool, version),
+            "{ua}"
+        );
     }
 
     #[test]
     fn known_clients() {
         check("docker/27.3.1 go/go1.22.7 git-commit/41ca978 kernel/6.8.0-48-generic os/linux arch/amd64 UpstreamClient(Docker-Client/27.3.1 \\(linux\\))", "docker", Some("27.3.1"));
         check("docker/27.3.1 go/go1.22.7 git-commit/41ca978 kernel/6.8.0 os/linux arch/amd64 UpstreamClient(buildx/v0.17.1)", "buildx", Some("0.17.1"));
-        check("docker/27.3.1 go/go1.22.7 os/linux arch/amd64 UpstreamClient(compose/v2.29.7)", "compose", Some("2.29.7"));
+        check(
+            "docker/27.3.1 go/go1.22.7 os/linux arch/amd64 UpstreamClient(compose/v2.29.7)",
+            "compose",
+            Some("2.29.7"),
+        );
         check("containerd/1.7.22", "containerd", Some("1.7.22"));
         check("containerd/v2.0.0", "containerd", Some("2.0.0"));
-        check("containers/5.32.2 (github.com/containers/image)", "containers-image", Some("5.32.2"));
+        check(
+            "containers/5.32.2 (github.com/containers/image)",
+            "containers-image",
+            Some("5.32.2"),
+        );
         check("Go-http-client/1.1", "go-http-client", Some("1.1"));
         check("Helm/3.16.2", "helm", Some("3.16.2"));
-        check("Renovate/38.142.5 (https://github.com/renovatebot/renovate)", "renovate", Some("38.142.5"));
+        check(
+            "Renovate/38.142.5 (https://github.com/renovatebot/renovate)",
+            "renovate",
+            Some("38.142.5"),
+        );
         check("Watchtower (Docker)", "watchtower", None);
     }
 

@@ -1,0 +1,316 @@
+//! End-to-end tests of the `pullstats` binary: gen → ingest → Delta → sql.
+
+mod helpers;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::process::Stdio;
+
+use helpers::*;
+
+#[test]
+fn gen_is_byte_identical_for_a_seed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = ["--events", "5000", "--seed", "42", "--bad-ratio", "0.05"];
+    let (a, sa) = generate(dir.path(), "a.jsonl", &args);
+    let (b, sb) = generate(dir.path(), "b.jsonl", &args);
+    let (c, _) = generate(dir.path(), "c.jsonl", &["--events", "5000", "--seed", "43"]);
+    let read = |p| std::fs::read(p).expect("read");
+    assert_eq!(read(&a), read(&b));
+    assert_ne!(read(&a), read(&c));
+    assert_eq!(sa, sb);
+    assert_eq!(sa.lines, 5000);
+    assert_eq!(read(&a).iter().filter(|&&c| c == b'\n').count(), 5000);
+}
+
+#[test]
+fn gen_writes_to_stdout_by_default() {
+    let out = run_ok(pullstats().args(["gen", "--events", "10", "--seed", "1"]));
+    assert_eq!(out.lines().count(), 10);
+    assert!(out.lines().all(|l| l.starts_with('{')));
+}
+
+/// The product's central promise: as many actions as the generator meant,
+/// per kind, with every bad line reported and no good one lost.
+fn check_counts_match_generator(format: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (input, stats) = generate(
+        dir.path(),
+        "events.jsonl",
+        &[
+            "--events",
+            "20000",
+            "--seed",
+            "9",
+            "--days",
+            "3",
+            "--bad-ratio",
+            "0.05",
+            "--format",
+            format,
+        ],
+    );
+    assert!(stats.bad_lines > 500, "{stats:?}");
+    let table = dir.path().join("pulls");
+    let summary = ingest(&input, &table);
+
+    let total = sql_count(&table, "SELECT count(*) FROM pulls");
+    assert_eq!(total, stats.actions(), "{format}: {summary}");
+    let by_kind: HashMap<String, u64> =
+        sql_rows(&table, "SELECT action, count(*) FROM pulls GROUP BY action")
+            .into_iter()
+            .skip(1)
+            .map(|r| (r[0].clone(), r[1].parse().expect("count")))
+            .collect();
+    assert_eq!(
+        by_kind.get("pull_by_tag").copied().unwrap_or(0),
+        stats.pull_by_tag
+    );
+    assert_eq!(
+        by_kind.get("pull_by_digest").copied().unwrap_or(0),
+        stats.pull_by_digest
+    );
+    assert_eq!(
+        by_kind.get("version_check").copied().unwrap_or(0),
+        stats.version_check
+    );
+    let requests = sql_count(&table, "SELECT sum(requests) FROM pulls");
+    assert_eq!(
+        requests, stats.manifest_requests,
+        "every 2xx manifest request is in one action"
+    );
+
+    assert!(
+        summary.contains(&format!("bad {}", stats.bad_lines)),
+        "{summary}"
+    );
+    assert!(
+        summary.contains(&format!("blob {}", stats.blob_requests)),
+        "{summary}"
+    );
+    assert!(
+        summary.contains(&format!("non-2xx {}", stats.rejected_requests)),
+        "{summary}"
+    );
+    let dead =
+        std::fs::read_to_string(dir.path().join("pulls.dead-letter.jsonl")).expect("dead letters");
+    let letters: Vec<serde_json::Value> = dead
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("dead letter json"))
+        .collect();
+    assert_eq!(letters.len() as u64, stats.bad_lines);
+    assert!(letters
+        .iter()
+        .all(|l| l["line"].as_u64().is_some() && l["reason"].is_string()));
+}
+
+#[test]
+fn flat_ingest_gives_the_intended_actions() {
+    check_counts_match_generator("flat");
+}
+
+#[test]
+fn distribution_ingest_gives_the_intended_actions() {
+    check_counts_match_generator("distribution");
+}
+
+#[test]
+fn ingest_reads_stdin_and_appends() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (input, stats) = generate(dir.path(), "e.jsonl", &["--events", "3000", "--seed", "3"]);
+    let table = dir.path().join("t");
+    let mut child = pullstats()
+        .args(["ingest", "--from-file", "-", "--table"])
+        .arg(&table)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&std::fs::read(&input).expect("read"))
+        .expect("write stdin");
+    assert!(child.wait_with_output().expect("wait").status.success());
+    assert_eq!(
+        sql_count(&table, "SELECT count(*) FROM pulls"),
+        stats.actions()
+    );
+    ingest(&input, &table);
+    assert_eq!(
+        sql_count(&table, "SELECT count(*) FROM pulls"),
+        2 * stats.actions()
+    );
+}
+
+#[test]
+fn rows_carry_the_spec_fields_and_no_ip() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("one.jsonl");
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let platform = format!("sha256:{}", "cd".repeat(32));
+    std::fs::write(
+        &input,
+        format!(
+            "{{\"timestamp\":\"2026-11-08T23:59:59.999Z\",\"method\":\"HEAD\",\"repository\":\"acme/api\",\"reference\":\"1.2\",\"digest\":\"{digest}\",\"status\":200,\"remote_addr\":\"198.51.100.77:5123\",\"user_agent\":\"containerd/1.7.22\",\"owner\":\"Acme\"}}\n\
+             {{\"timestamp\":\"2026-11-09T00:00:00.050Z\",\"method\":\"GET\",\"repository\":\"acme/api\",\"reference\":\"{platform}\",\"status\":200,\"remote_addr\":\"198.51.100.77:6001\",\"user_agent\":\"containerd/1.7.22\"}}\n"
+        ),
+    )
+    .expect("write");
+    let table = dir.path().join("t");
+    ingest(&input, &table);
+    let rows = sql_rows(
+        &table,
+        "SELECT action, action_day, http_method, namespace, repository, reference, tag, digest, \
+         user_agent_tool, user_agent_version, owner, requests FROM pulls",
+    );
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(
+        rows[1],
+        [
+            "pull_by_tag",
+            "2026-11-08",
+            "HEAD",
+            "acme",
+            "api",
+            "1.2",
+            "1.2",
+            digest.as_str(),
+            "containerd",
+            "1.7.22",
+            "Acme",
+            "2"
+        ]
+    );
+    let csv = run_ok(
+        pullstats()
+            .args(["sql", "--format", "csv", "--table"])
+            .arg(&table)
+            .arg("SELECT * FROM pulls"),
+    );
+    assert!(
+        !csv.contains("198.51.100.77"),
+        "the raw IP must never be stored"
+    );
+}
+
+#[test]
+fn sql_output_formats() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (input, _) = generate(dir.path(), "e.jsonl", &["--events", "500"]);
+    let table = dir.path().join("t");
+    ingest(&input, &table);
+    let q = "SELECT action, count(*) AS n FROM pulls GROUP BY action ORDER BY action";
+    let text = run_ok(pullstats().args(["sql", "--table"]).arg(&table).arg(q));
+    assert!(
+        text.contains("| action") && text.contains("pull_by_tag"),
+        "{text}"
+    );
+    let json = run_ok(
+        pullstats()
+            .args(["sql", "--format", "json", "--table"])
+            .arg(&table)
+            .arg(q),
+    );
+    let first: serde_json::Value =
+        serde_json::from_str(json.lines().next().expect("a row")).expect("json line");
+    assert_eq!(first["action"], "pull_by_digest");
+    assert!(first["n"].as_u64().is_some());
+}
+
+#[test]
+fn sql_errors_are_one_line_and_exit_1() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (input, _) = generate(dir.path(), "e.jsonl", &["--events", "100"]);
+    let table = dir.path().join("t");
+    ingest(&input, &table);
+    for (sql, want) in [
+        ("SELEC nonsense", "SQL"),
+        ("SELECT nope FROM pulls", "nope"),
+    ] {
+        let out = run(pullstats().args(["sql", "--table"]).arg(&table).arg(sql));
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.starts_with("error: ") && err.contains(want), "{err}");
+    }
+    let out = run(pullstats()
+        .args(["sql", "--table"])
+        .arg(dir.path().join("missing"))
+        .arg("SELECT 1"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no pulls table"));
+}
+
+#[test]
+fn usage_errors_exit_2_and_missing_key_exits_1() {
+    let out = run(pullstats().args(["gen", "--bad-ratio", "2"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--bad-ratio"));
+    let out = run(pullstats().args([
+        "ingest",
+        "--from-file",
+        "x",
+        "--table",
+        "y",
+        "--session-gap",
+        "soon",
+    ]));
+    assert_eq!(out.status.code(), Some(2));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (input, _) = generate(dir.path(), "e.jsonl", &["--events", "10"]);
+    let out = run(pullstats()
+        .env_remove("PULLSTATS_IP_HASH_KEY")
+        .args(["ingest", "--from-file"])
+        .arg(&input)
+        .arg("--table")
+        .arg(dir.path().join("t")));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PULLSTATS_IP_HASH_KEY"));
+    assert!(
+        !dir.path().join("t").exists(),
+        "nothing is created without a key"
+    );
+}
+
+#[test]
+fn empty_input_creates_an_empty_table() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("empty.jsonl");
+    std::fs::write(&input, "").expect("write");
+    let table = dir.path().join("t");
+    let summary = ingest(&input, &table);
+    assert!(summary.contains("lines read 0"), "{summary}");
+    assert_eq!(sql_count(&table, "SELECT count(*) FROM pulls"), 0);
+}
+
+#[test]
+fn demo_runs_and_summarises() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let demo = dir.path().join("demo");
+    let out = run_ok(
+        pullstats()
+            .env_remove("PULLSTATS_IP_HASH_KEY")
+            .args(["demo", "--events", "4000", "--dir"])
+            .arg(&demo),
+    );
+    assert!(
+        out.contains("Actions by kind:") && out.contains("pull_by_tag"),
+        "{out}"
+    );
+    // A second run replaces its own directory…
+    run_ok(
+        pullstats()
+            .args(["demo", "--events", "1000", "--dir"])
+            .arg(&demo),
+    );
+    // …but never someone else's.
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).expect("mkdir");
+    std::fs::write(other.join("precious.txt"), "keep").expect("write");
+    let out = run(pullstats().args(["demo", "--dir"]).arg(&other));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(other.join("precious.txt").exists());
+}

@@ -1,0 +1,85 @@
+//! Shared helpers of the integration tests: run the real binary, generate
+//! inputs, query tables. Outputs go to temp dirs, never into testdata/.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use pullstats::gen::GenStats;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_pullstats");
+
+/// A `pullstats` command with a test IP hash key and quiet logs.
+pub fn pullstats() -> Command {
+    let mut c = Command::new(BIN);
+    c.env("PULLSTATS_IP_HASH_KEY", "integration-test-key")
+        .env_remove("PULLSTATS_INSECURE_DEFAULT_KEY")
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null());
+    c
+}
+
+/// Runs and asserts success; returns stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("spawn pullstats");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 stdout")
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("spawn pullstats")
+}
+
+/// Generates events into `dir/name` and returns the path and the stats.
+pub fn generate(dir: &Path, name: &str, args: &[&str]) -> (PathBuf, GenStats) {
+    let path = dir.join(name);
+    let stats_path = dir.join(format!("{name}.stats.json"));
+    run_ok(
+        pullstats()
+            .arg("gen")
+            .args(args)
+            .arg("--output")
+            .arg(&path)
+            .arg("--stats")
+            .arg(&stats_path),
+    );
+    let stats = serde_json::from_str(&std::fs::read_to_string(&stats_path).expect("stats file"))
+        .expect("stats json");
+    (path, stats)
+}
+
+/// Ingests `input` into `table`; returns stdout (the summary).
+pub fn ingest(input: &Path, table: &Path) -> String {
+    run_ok(
+        pullstats()
+            .arg("ingest")
+            .arg("--from-file")
+            .arg(input)
+            .arg("--table")
+            .arg(table),
+    )
+}
+
+/// Runs SQL and returns the CSV rows (header first).
+pub fn sql_rows(table: &Path, sql: &str) -> Vec<Vec<String>> {
+    let out = run_ok(
+        pullstats()
+            .args(["sql", "--format", "csv", "--table"])
+            .arg(table)
+            .arg(sql),
+    );
+    out.lines()
+        .map(|l| l.split(',').map(str::to_owned).collect())
+        .collect()
+}
+
+/// A single integer from SQL.
+pub fn sql_count(table: &Path, sql: &str) -> u64 {
+    let rows = sql_rows(table, sql);
+    rows[1][0].parse().expect("integer result")
+}
