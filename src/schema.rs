@@ -52,6 +52,25 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
+static REJECTED_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("action_day", DataType::Utf8, false),
+        Field::new("namespace", DataType::Utf8, false),
+        Field::new("repository", DataType::Utf8, false),
+        Field::new("status", DataType::Int32, false),
+        Field::new("reason", DataType::Utf8, false),
+        Field::new("requests", DataType::Int64, false),
+    ]))
+});
+
+/// Schema of the `rejected` table: requests that formed no action, counted
+/// per day, repository, HTTP status and reason (`non_2xx`, `blob`,
+/// `not_pull`). Rows of one ingest are pre-aggregated; sum `requests` to
+/// count.
+pub fn rejected_schema() -> SchemaRef {
+    REJECTED_SCHEMA.clone()
+}
+
 /// The table's Arrow schema.
 pub fn table_schema() -> SchemaRef {
     SCHEMA.clone()
@@ -247,6 +266,19 @@ mod tests {
             .collect();
         assert_eq!(code, documented);
         assert!(doc.columns.iter().all(|c| !c.description.is_empty()));
+        assert_eq!(doc.partition_columns, vec![PARTITION_COLUMN.to_owned()]);
+    }
+
+    #[test]
+    fn rejected_schema_matches_schemas_rejected_json() {
+        let doc: Documented = serde_json::from_str(include_str!("../schemas/rejected.json")).expect("parses");
+        let code: Vec<_> = rejected_schema()
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), type_name(f.data_type()), f.is_nullable()))
+            .collect();
+        let documented: Vec<_> = doc.columns.iter().map(|c| (c.name.clone(), c.arrow_type.clone(), c.nullable)).collect();
+        assert_eq!(code, documented);
         assert_eq!(doc.partition_columns, vec![PARTITION_COLUMN.to_owned()]);
     }
 

@@ -25,12 +25,18 @@ use crate::pipeline::enrich::ActionEnricher;
 use crate::pipeline::sessionize::SessionConfig;
 use crate::pipeline::source::{Line, LineReader};
 use crate::pipeline::{IngestStats, Pipeline};
-use crate::table::{self, TableWriter};
+use crate::table::{self, TableKind, TableWriter};
 
 /// Batches in flight between the pipeline thread and the writer.
 const CHANNEL_BATCHES: usize = 4;
 /// Lines between progress updates.
 const PROGRESS_EVERY_LINES: u64 = 16_384;
+
+/// What the pipeline thread hands the writers.
+enum Output {
+    Pulls(RecordBatch),
+    Rejected(RecordBatch),
+}
 
 /// What an ingest did.
 #[derive(Debug, Clone)]
@@ -72,8 +78,11 @@ pub async fn ingest(args: &IngestArgs) -> anyhow::Result<IngestReport> {
         args.privacy.insecure_default_key,
     )?;
     let (input, size, source) = open_input(&args.from_file)?;
-    let table = table::open_or_create(&args.table).await?;
+    let table = table::open_or_create(&args.table, TableKind::Pulls).await?;
     let mut writer = TableWriter::new(&args.table, table)?;
+    let rejected_path = table::rejected_path(&args.table);
+    let rejected_table = table::open_or_create(&rejected_path, TableKind::Rejected).await?;
+    let mut rejected_writer = TableWriter::new(&rejected_path, rejected_table)?;
     let dead_letter_path = args
         .dead_letter
         .clone()
@@ -89,7 +98,7 @@ pub async fn ingest(args: &IngestArgs) -> anyhow::Result<IngestReport> {
     let progress = progress_bar(size, !args.no_progress);
     let started = Instant::now();
 
-    let (tx, mut rx) = mpsc::channel::<RecordBatch>(CHANNEL_BATCHES);
+    let (tx, mut rx) = mpsc::channel::<Output>(CHANNEL_BATCHES);
     let max_line = args.max_line_bytes;
     let bar = progress.clone();
     let worker = std::thread::Builder::new()
@@ -98,8 +107,12 @@ pub async fn ingest(args: &IngestArgs) -> anyhow::Result<IngestReport> {
         .context("cannot start the pipeline thread")?;
 
     let mut write_error = None;
-    while let Some(batch) = rx.recv().await {
-        if let Err(e) = writer.write(batch).await {
+    while let Some(out) = rx.recv().await {
+        let written = match out {
+            Output::Pulls(batch) => writer.write(batch).await,
+            Output::Rejected(batch) => rejected_writer.write(batch).await,
+        };
+        if let Err(e) = written {
             write_error = Some(e);
             break;
         }
@@ -121,9 +134,15 @@ pub async fn ingest(args: &IngestArgs) -> anyhow::Result<IngestReport> {
         json!({ "run": run_id, "source": args.from_file.display().to_string(), "stats": stats }),
     )]);
     let version = writer
-        .commit(metadata)
+        .commit(metadata.clone())
         .await
         .context("committing to the table failed; nothing was committed")?;
+    rejected_writer.commit(metadata).await.with_context(|| {
+        format!(
+            "the actions were committed (version {version:?}) but the rejected counts were not; \
+             they are in the summary line above"
+        )
+    })?;
     tracing::info!(
         elapsed_s = format!("{:.2}", started.elapsed().as_secs_f64()),
         lines_per_s = format!("{:.0}", stats.lines as f64 / started.elapsed().as_secs_f64().max(1e-9)),
@@ -183,15 +202,17 @@ fn process(
     max_line: usize,
     mut pipeline: Pipeline,
     mut dead: FileDeadLetters,
-    tx: mpsc::Sender<RecordBatch>,
+    tx: mpsc::Sender<Output>,
     bar: &ProgressBar,
 ) -> anyhow::Result<(IngestStats, u64)> {
     let mut reader = LineReader::new(input, max_line);
     let mut buf = Vec::with_capacity(4096);
     let mut line_no = 0u64;
-    let send = |batches: Vec<RecordBatch>| -> anyhow::Result<()> {
-        for b in batches {
-            tx.blocking_send(b)
+    let send = |pipeline: &mut Pipeline| -> anyhow::Result<()> {
+        let pulls = pipeline.take_ready().into_iter().map(Output::Pulls);
+        let rejected = pipeline.take_rejected().into_iter().map(Output::Rejected);
+        for out in pulls.chain(rejected) {
+            tx.blocking_send(out)
                 .map_err(|_| anyhow!("the table writer stopped"))?;
         }
         Ok(())
@@ -216,10 +237,11 @@ fn process(
         if line_no % PROGRESS_EVERY_LINES == 0 {
             bar.set_position(reader.bytes_read());
             bar.set_message(format!("{line_no} lines"));
-            send(pipeline.take_ready())?;
+            send(&mut pipeline)?;
         }
     }
-    send(pipeline.finish()?)?;
+    pipeline.finish()?;
+    send(&mut pipeline)?;
     dead.flush()?;
     bar.set_position(reader.bytes_read());
     Ok((pipeline.stats(), dead.count()))

@@ -17,14 +17,15 @@ pub mod enrich;
 pub mod sessionize;
 pub mod source;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{ArrayRef, Int32Builder, Int64Builder, RecordBatch, StringBuilder};
 use arrow::error::ArrowError;
 use serde::Serialize;
 
 use crate::event::{Action, ActionKind, RequestEvent, RequestKind};
-use crate::schema::ActionBatchBuilder;
+use crate::schema::{day_of, rejected_schema, ActionBatchBuilder};
 use dead_letter::{DeadLetter, DeadLetterError, DeadLetterSink, Position};
 use decode::Decoder;
 use enrich::ActionEnricher;
@@ -97,6 +98,20 @@ impl IngestStats {
     }
 }
 
+/// Distinct (day, repository, status, reason) counts held before they are
+/// written out as a batch (bounded memory against hostile input).
+const MAX_REJECTED_KEYS: usize = 100_000;
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct RejectedKey {
+    day: i64,
+    namespace: Arc<str>,
+    repository: Arc<str>,
+    status: u16,
+    reason: &'static str,
+}
+
 /// Decode → sessionize → enrich → batch, for one input stream.
 pub struct Pipeline {
     decoder: Decoder,
@@ -106,6 +121,8 @@ pub struct Pipeline {
     events: Vec<RequestEvent>,
     actions: Vec<Action>,
     ready: Vec<RecordBatch>,
+    rejected: HashMap<RejectedKey, u64>,
+    rejected_ready: Vec<RecordBatch>,
     stats: IngestStats,
     /// How many bad lines have been logged; the rest go to the sink only.
     logged_bad: u64,
@@ -125,6 +142,8 @@ impl Pipeline {
             events: Vec::new(),
             actions: Vec::new(),
             ready: Vec::new(),
+            rejected: HashMap::new(),
+            rejected_ready: Vec::new(),
             stats: IngestStats::default(),
             logged_bad: 0,
         }
@@ -186,23 +205,84 @@ impl Pipeline {
     }
 
     fn feed_events(&mut self) -> Result<(), PipelineError> {
-        for event in self.events.drain(..) {
+        let mut events = std::mem::take(&mut self.events);
+        for event in events.drain(..) {
             self.stats.requests += 1;
-            match event.kind {
-                RequestKind::Blob => self.stats.skipped_blob += 1,
-                RequestKind::NotPull => self.stats.skipped_not_pull += 1,
+            let reason = match event.kind {
+                RequestKind::Blob => {
+                    self.stats.skipped_blob += 1;
+                    "blob"
+                }
+                RequestKind::NotPull => {
+                    self.stats.skipped_not_pull += 1;
+                    "not_pull"
+                }
                 RequestKind::Manifest if !event.forms_action() => {
                     self.stats.rejected += 1;
-                    *self
-                        .stats
-                        .rejected_by_status
-                        .entry(event.status)
-                        .or_default() += 1;
+                    *self.stats.rejected_by_status.entry(event.status).or_default() += 1;
+                    "non_2xx"
                 }
-                RequestKind::Manifest => self.sessionizer.push(event, &mut self.actions),
-            }
+                RequestKind::Manifest => {
+                    self.sessionizer.push(event, &mut self.actions);
+                    continue;
+                }
+            };
+            self.count_rejected(&event, reason)?;
         }
+        self.events = events;
         self.drain_actions()
+    }
+
+    fn count_rejected(&mut self, e: &RequestEvent, reason: &'static str) -> Result<(), PipelineError> {
+        let key = RejectedKey {
+            day: e.timestamp.div_euclid(MICROS_PER_DAY),
+            namespace: e.namespace.clone(),
+            repository: e.repository.clone(),
+            status: e.status,
+            reason,
+        };
+        *self.rejected.entry(key).or_default() += 1;
+        if self.rejected.len() >= MAX_REJECTED_KEYS {
+            self.seal_rejected()?;
+        }
+        Ok(())
+    }
+
+    fn seal_rejected(&mut self) -> Result<(), PipelineError> {
+        if self.rejected.is_empty() {
+            return Ok(());
+        }
+        let mut rows: Vec<_> = self.rejected.drain().collect();
+        rows.sort_by(|(a, _), (b, _)| {
+            (a.day, &a.namespace, &a.repository, a.status, a.reason)
+                .cmp(&(b.day, &b.namespace, &b.repository, b.status, b.reason))
+        });
+        let (mut day, mut ns, mut repo, mut reason) =
+            (StringBuilder::new(), StringBuilder::new(), StringBuilder::new(), StringBuilder::new());
+        let (mut status, mut requests) = (Int32Builder::new(), Int64Builder::new());
+        for (k, n) in rows {
+            day.append_value(day_of(k.day * MICROS_PER_DAY));
+            ns.append_value(&k.namespace);
+            repo.append_value(&k.repository);
+            status.append_value(i32::from(k.status));
+            reason.append_value(k.reason);
+            requests.append_value(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(day.finish()),
+            Arc::new(ns.finish()),
+            Arc::new(repo.finish()),
+            Arc::new(status.finish()),
+            Arc::new(reason.finish()),
+            Arc::new(requests.finish()),
+        ];
+        self.rejected_ready.push(RecordBatch::try_new(rejected_schema(), columns)?);
+        Ok(())
+    }
+
+    /// Batches of the `rejected` table completed so far.
+    pub fn take_rejected(&mut self) -> Vec<RecordBatch> {
+        std::mem::take(&mut self.rejected_ready)
     }
 
     fn drain_actions(&mut self) -> Result<(), PipelineError> {
@@ -227,14 +307,15 @@ impl Pipeline {
         std::mem::take(&mut self.ready)
     }
 
-    /// Ends the input: decides every pending request and closes every
-    /// session; returns the remaining batches.
-    pub fn finish(&mut self) -> Result<Vec<RecordBatch>, PipelineError> {
+    /// Ends the input: decides every pending request, closes every session
+    /// and seals the rejected counts; the remaining batches are then in
+    /// [`Self::take_ready`] and [`Self::take_rejected`].
+    pub fn finish(&mut self) -> Result<(), PipelineError> {
         self.sessionizer.finish(&mut self.actions);
         self.drain_actions()?;
         if !self.builder.is_empty() {
             self.ready.push(self.builder.finish()?);
         }
-        Ok(self.take_ready())
+        self.seal_rejected()
     }
 }

@@ -14,10 +14,7 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::StreamExt;
 
-use crate::table::{self, TableError};
-
-/// Name under which the table is queried.
-pub const TABLE_NAME: &str = "pulls";
+use crate::table::{self, TableError, TableKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -46,25 +43,32 @@ pub enum OutputFormat {
     Json,
 }
 
-/// A DataFusion session with the table at `path` registered as `pulls`.
+/// A DataFusion session with the table at `path` registered as `pulls`,
+/// and its rejected-requests table (when there is one) as `rejected`.
 pub async fn session(path: &Path) -> Result<SessionContext, QueryError> {
-    let table = table::open(path).await?;
     let config = SessionConfig::new().with_information_schema(true);
     let ctx = SessionContext::new_with_config(config);
-    let register = |e: Box<dyn std::error::Error + Send + Sync>| QueryError::Register {
+    register(&ctx, path, TableKind::Pulls).await?;
+    let rejected = table::rejected_path(path);
+    if rejected.join("_delta_log").is_dir() {
+        register(&ctx, &rejected, TableKind::Rejected).await?;
+    }
+    Ok(ctx)
+}
+
+async fn register(ctx: &SessionContext, path: &Path, kind: TableKind) -> Result<(), QueryError> {
+    let table = table::open(path, kind).await?;
+    let failed = |e: Box<dyn std::error::Error + Send + Sync>| QueryError::Register {
         path: path.to_owned(),
         source: e,
     };
     table
         .update_datafusion_session(&ctx.state())
-        .map_err(|e| register(Box::new(e)))?;
-    let provider = table
-        .table_provider()
-        .await
-        .map_err(|e| register(Box::new(e)))?;
-    ctx.register_table(TABLE_NAME, provider)
-        .map_err(|e| register(Box::new(e)))?;
-    Ok(ctx)
+        .map_err(|e| failed(Box::new(e)))?;
+    let provider = table.table_provider().await.map_err(|e| failed(Box::new(e)))?;
+    ctx.register_table(kind.name(), provider)
+        .map_err(|e| failed(Box::new(e)))?;
+    Ok(())
 }
 
 /// Plans and starts `sql`; results stream batch by batch.

@@ -22,7 +22,7 @@ use parquet::file::properties::WriterProperties;
 use serde_json::Value;
 use url::Url;
 
-use crate::schema::{table_schema, PARTITION_COLUMN};
+use crate::schema::{rejected_schema, table_schema, PARTITION_COLUMN};
 
 /// Rows written before the open Parquet files are sealed (bounded memory).
 pub const MAX_WINDOW_ROWS: usize = 2_000_000;
@@ -30,20 +30,67 @@ pub const MAX_WINDOW_ROWS: usize = 2_000_000;
 /// statistics, small enough that pruning by row group still helps.
 const ROW_GROUP_ROWS: usize = 256 * 1024;
 
+/// The tables pullstats keeps: the pulls table at `DIR`, and beside it
+/// (`DIR.rejected`) the counts of requests that formed no action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableKind {
+    Pulls,
+    Rejected,
+}
+
+impl TableKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            TableKind::Pulls => "pulls",
+            TableKind::Rejected => "rejected",
+        }
+    }
+
+    fn schema(self) -> arrow::datatypes::SchemaRef {
+        match self {
+            TableKind::Pulls => table_schema(),
+            TableKind::Rejected => rejected_schema(),
+        }
+    }
+
+    fn comment(self) -> &'static str {
+        match self {
+            TableKind::Pulls => "pullstats: one row per pull action (see schemas/table.json)",
+            TableKind::Rejected => {
+                "pullstats: counts of requests that formed no action, per day, repository, status and reason"
+            }
+        }
+    }
+}
+
+/// Where the rejected-requests table of the pulls table at `table` lives.
+pub fn rejected_path(table: &Path) -> PathBuf {
+    let mut name = table
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "pulls".into());
+    name.push(".rejected");
+    table.with_file_name(name)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
     #[error("cannot use {path} as a table location: {reason}")]
     Location { path: PathBuf, reason: String },
-    #[error("no pulls table at {path} (run `pullstats ingest` first)")]
-    NotATable { path: PathBuf },
+    #[error("no {kind} table at {path} (run `pullstats ingest` first)")]
+    NotATable { path: PathBuf, kind: &'static str },
     #[error("table at {path}: {source}")]
     Delta {
         path: PathBuf,
         #[source]
         source: DeltaTableError,
     },
-    #[error("table at {path} does not have the pulls schema: {reason}")]
-    Schema { path: PathBuf, reason: String },
+    #[error("table at {path} does not have the {kind} schema: {reason}")]
+    Schema {
+        path: PathBuf,
+        kind: &'static str,
+        reason: String,
+    },
 }
 
 fn delta(path: &Path) -> impl FnOnce(DeltaTableError) -> TableError + '_ {
@@ -69,34 +116,36 @@ pub fn table_url(path: &Path, create: bool) -> Result<Url, TableError> {
     Url::from_directory_path(&abs).map_err(|()| location("not an absolute path".into()))
 }
 
-/// Opens the pulls table at `path`; an error when there is none.
-pub async fn open(path: &Path) -> Result<DeltaTable, TableError> {
+/// Opens the table of `kind` at `path`; an error when there is none.
+pub async fn open(path: &Path, kind: TableKind) -> Result<DeltaTable, TableError> {
     if !path.join("_delta_log").is_dir() {
         return Err(TableError::NotATable {
             path: path.to_owned(),
+            kind: kind.name(),
         });
     }
     let url = table_url(path, false)?;
     let table = deltalake::open_table(url).await.map_err(delta(path))?;
-    check_schema(path, &table)?;
+    check_schema(path, kind, &table)?;
     Ok(table)
 }
 
-/// Opens the pulls table at `path`, creating an empty one when missing.
-pub async fn open_or_create(path: &Path) -> Result<DeltaTable, TableError> {
+/// Opens the table of `kind` at `path`, creating an empty one when missing.
+pub async fn open_or_create(path: &Path, kind: TableKind) -> Result<DeltaTable, TableError> {
     if path.join("_delta_log").is_dir() {
-        return open(path).await;
+        return open(path, kind).await;
     }
     let url = table_url(path, true)?;
     let table = DeltaTable::try_from_url(url).await.map_err(delta(path))?;
-    let schema: StructType = table_schema()
+    let schema: StructType = kind
+        .schema()
         .as_ref()
         .try_into_kernel()
         .map_err(|e| delta(path)(DeltaTableError::from(e)))?;
     table
         .create()
-        .with_table_name("pulls")
-        .with_comment("pullstats: one row per pull action (see schemas/table.json)")
+        .with_table_name(kind.name())
+        .with_comment(kind.comment())
         .with_columns(schema.fields().cloned())
         .with_partition_columns([PARTITION_COLUMN])
         .with_save_mode(SaveMode::ErrorIfExists)
@@ -104,21 +153,18 @@ pub async fn open_or_create(path: &Path) -> Result<DeltaTable, TableError> {
         .map_err(delta(path))
 }
 
-fn check_schema(path: &Path, table: &DeltaTable) -> Result<(), TableError> {
+fn check_schema(path: &Path, kind: TableKind, table: &DeltaTable) -> Result<(), TableError> {
     let snapshot = table.snapshot().map_err(delta(path))?;
     let names: Vec<String> = snapshot
         .schema()
         .fields()
         .map(|f| f.name().clone())
         .collect();
-    let want: Vec<String> = table_schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
+    let want: Vec<String> = kind.schema().fields().iter().map(|f| f.name().clone()).collect();
     if names != want {
         return Err(TableError::Schema {
             path: path.to_owned(),
+            kind: kind.name(),
             reason: format!("columns are {names:?}"),
         });
     }
