@@ -12,7 +12,10 @@ fn decode(c: &mut Criterion) {
     let mut group = c.benchmark_group("decode");
     group.throughput(Throughput::Elements(LINES));
     group.sample_size(10);
-    for (name, format) in [("flat", Format::Flat), ("distribution", Format::Distribution)] {
+    for (name, format) in [
+        ("flat", Format::Flat),
+        ("distribution", Format::Distribution),
+    ] {
         let data = common::lines(LINES, format);
         group.bench_function(name, |b| {
             b.iter(|| {

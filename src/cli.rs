@@ -97,6 +97,28 @@ pub struct PrivacyArgs {
     pub insecure_default_key: bool,
 }
 
+/// Enrichment data files shared by the ingesting commands.
+#[derive(Debug, Args, Clone, Default)]
+pub struct EnrichArgs {
+    /// A MaxMind DB (GeoIP2/GeoLite2 Country, City, Enterprise, ASN, ISP,
+    /// Domain, Connection-Type, or a flat `country_code` build). Repeatable;
+    /// consulted in order.
+    #[arg(long = "geoip", env = "PULLSTATS_GEOIP", value_delimiter = ',')]
+    pub geoip: Vec<PathBuf>,
+    /// A directory of cloud providers' published IP-range files, any names.
+    #[arg(long, env = "PULLSTATS_CLOUD_RANGES")]
+    pub cloud_ranges: Option<PathBuf>,
+}
+
+impl EnrichArgs {
+    pub fn sources(&self) -> crate::pipeline::enrich::EnrichSources {
+        crate::pipeline::enrich::EnrichSources {
+            geoip: self.geoip.clone(),
+            cloud_ranges: self.cloud_ranges.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct IngestArgs {
     /// Read events from this file (`-` for stdin): flat JSON lines and/or
@@ -117,6 +139,8 @@ pub struct IngestArgs {
     pub no_progress: bool,
     #[command(flatten)]
     pub session: SessionArgs,
+    #[command(flatten)]
+    pub enrich: EnrichArgs,
     #[command(flatten)]
     pub privacy: PrivacyArgs,
 }
@@ -141,6 +165,12 @@ pub struct DemoArgs {
     /// Number of events to generate.
     #[arg(long, default_value_t = 200_000)]
     pub events: u64,
+    /// MaxMind DBs for country / origin type / domain (repeatable).
+    #[arg(long = "geoip", value_delimiter = ',')]
+    pub geoip: Vec<PathBuf>,
+    /// Cloud range files; default `testdata/cloud-ranges` when run from the repository.
+    #[arg(long)]
+    pub cloud_ranges: Option<PathBuf>,
 }
 
 fn parse_day(s: &str) -> Result<NaiveDate, String> {

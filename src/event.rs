@@ -145,6 +145,7 @@ pub struct Enrichment {
     pub user_agent_version: Option<Arc<str>>,
     pub os: Option<Arc<str>>,
     pub arch: Option<Arc<str>>,
+    pub user_agent_product: Option<Arc<str>>,
 }
 
 /// One pull action: the row the table stores. Carries the IP only until

@@ -47,6 +47,7 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("ip_hash", DataType::Int64, false),
         s("os", true),
         s("arch", true),
+        s("user_agent_product", true),
         Field::new("requests", DataType::Int32, false),
         Field::new("late", DataType::Boolean, false),
     ]))
@@ -116,6 +117,7 @@ pub struct ActionBatchBuilder {
     ip_hash: Int64Builder,
     os: StringBuilder,
     arch: StringBuilder,
+    product: StringBuilder,
     requests: Int32Builder,
     late: BooleanBuilder,
     rows: usize,
@@ -154,6 +156,7 @@ impl ActionBatchBuilder {
             ip_hash: Int64Builder::new(),
             os: StringBuilder::new(),
             arch: StringBuilder::new(),
+            product: StringBuilder::new(),
             requests: Int32Builder::new(),
             late: BooleanBuilder::new(),
             rows: 0,
@@ -195,6 +198,7 @@ impl ActionBatchBuilder {
         self.ip_hash.append_value(row.ip_hash);
         self.os.append_option(e.os.as_deref());
         self.arch.append_option(e.arch.as_deref());
+        self.product.append_option(e.user_agent_product.as_deref());
         self.requests
             .append_value(i32::try_from(a.requests).unwrap_or(i32::MAX));
         self.late.append_value(a.late);
@@ -223,6 +227,7 @@ impl ActionBatchBuilder {
             Arc::new(self.ip_hash.finish()),
             Arc::new(self.os.finish()),
             Arc::new(self.arch.finish()),
+            Arc::new(self.product.finish()),
             Arc::new(self.requests.finish()),
             Arc::new(self.late.finish()),
         ];
@@ -271,13 +276,18 @@ mod tests {
 
     #[test]
     fn rejected_schema_matches_schemas_rejected_json() {
-        let doc: Documented = serde_json::from_str(include_str!("../schemas/rejected.json")).expect("parses");
+        let doc: Documented =
+            serde_json::from_str(include_str!("../schemas/rejected.json")).expect("parses");
         let code: Vec<_> = rejected_schema()
             .fields()
             .iter()
             .map(|f| (f.name().clone(), type_name(f.data_type()), f.is_nullable()))
             .collect();
-        let documented: Vec<_> = doc.columns.iter().map(|c| (c.name.clone(), c.arrow_type.clone(), c.nullable)).collect();
+        let documented: Vec<_> = doc
+            .columns
+            .iter()
+            .map(|c| (c.name.clone(), c.arrow_type.clone(), c.nullable))
+            .collect();
         assert_eq!(code, documented);
         assert_eq!(doc.partition_columns, vec![PARTITION_COLUMN.to_owned()]);
     }

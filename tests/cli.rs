@@ -314,3 +314,104 @@ fn demo_runs_and_summarises() {
     assert_eq!(out.status.code(), Some(1));
     assert!(other.join("precious.txt").exists());
 }
+
+#[test]
+fn ingest_fills_enrichment_from_files_and_leaves_it_empty_without() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (input, stats) = generate(dir.path(), "e.jsonl", &["--events", "20000", "--seed", "5"]);
+    let mmdb = dir.path().join("enterprise.mmdb");
+    enterprise_mmdb(&mmdb);
+    let ranges = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/cloud-ranges");
+    let with = dir.path().join("with");
+    run_ok(
+        pullstats()
+            .args(["ingest", "--from-file"])
+            .arg(&input)
+            .arg("--table")
+            .arg(&with)
+            .arg("--geoip")
+            .arg(&mmdb)
+            .arg("--cloud-ranges")
+            .arg(&ranges),
+    );
+    let values = |sql: &str| -> Vec<String> {
+        sql_rows(&with, sql)
+            .into_iter()
+            .skip(1)
+            .map(|r| r.join(","))
+            .collect()
+    };
+    assert_eq!(
+        values("SELECT DISTINCT country FROM pulls WHERE country IS NOT NULL ORDER BY 1"),
+        ["GB", "JP", "SE"]
+    );
+    assert_eq!(
+        values(
+            "SELECT DISTINCT country, type, domain FROM pulls WHERE country IS NOT NULL ORDER BY 1"
+        ),
+        [
+            "GB,business,acme.example",
+            "JP,education,uni.example",
+            "SE,isp,bredband.example"
+        ]
+    );
+    let hosts = values("SELECT DISTINCT host FROM pulls WHERE host IS NOT NULL ORDER BY 1");
+    for h in [
+        "aws",
+        "azure",
+        "cloudflare",
+        "digitalocean",
+        "gcp",
+        "linode",
+        "oracle",
+    ] {
+        assert!(hosts.contains(&h.to_owned()), "{h} missing from {hosts:?}");
+    }
+    assert_eq!(
+        sql_count(
+            &with,
+            "SELECT count(*) FROM pulls WHERE host IS NOT NULL AND type <> 'hosting'"
+        ),
+        0
+    );
+    assert_eq!(
+        sql_count(
+            &with,
+            "SELECT count(*) FROM pulls WHERE user_agent_tool IS NULL"
+        ),
+        0
+    );
+    assert!(
+        sql_count(
+            &with,
+            "SELECT count(*) FROM pulls WHERE user_agent_version IS NOT NULL"
+        ) > stats.actions() / 2
+    );
+
+    let without = dir.path().join("without");
+    ingest(&input, &without);
+    assert_eq!(
+        sql_count(&without, "SELECT count(*) FROM pulls WHERE country IS NOT NULL OR host IS NOT NULL OR type IS NOT NULL OR domain IS NOT NULL"),
+        0
+    );
+    assert_eq!(
+        sql_count(&without, "SELECT count(*) FROM pulls"),
+        stats.actions()
+    );
+
+    let bad = dir.path().join("bad.mmdb");
+    std::fs::write(&bad, "not a database").expect("write");
+    let out = run(pullstats()
+        .args(["ingest", "--from-file"])
+        .arg(&input)
+        .arg("--table")
+        .arg(dir.path().join("t3"))
+        .arg("--geoip")
+        .arg(&bad));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.mmdb"));
+    assert!(
+        !dir.path().join("t3").exists(),
+        "a bad data file is caught before anything is written"
+    );
+}

@@ -28,7 +28,9 @@ pub fn manifest_events(n: u64) -> Vec<RequestEvent> {
     let mut decoder = Decoder::new(DEFAULT_MAX_LINE_BYTES);
     let mut events = Vec::new();
     for line in data.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        decoder.decode(line, &mut events).expect("generated lines decode");
+        decoder
+            .decode(line, &mut events)
+            .expect("generated lines decode");
     }
     events.retain(RequestEvent::forms_action);
     events

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 
-use crate::cli::{DemoArgs, IngestArgs, PrivacyArgs, SessionArgs};
+use crate::cli::{DemoArgs, EnrichArgs, IngestArgs, PrivacyArgs, SessionArgs};
 use crate::gen::{generate, Format, GenConfig};
 use crate::pipeline::decode::DEFAULT_MAX_LINE_BYTES;
 use crate::pipeline::sessionize::SessionConfig;
@@ -53,6 +53,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             max_lateness: defaults.max_lateness,
             max_open_sessions: defaults.max_open_sessions,
         },
+        enrich: EnrichArgs {
+            geoip: args.geoip.clone(),
+            cloud_ranges: args.cloud_ranges.clone().or_else(|| {
+                let bundled = Path::new("testdata/cloud-ranges");
+                bundled.is_dir().then(|| bundled.to_owned())
+            }),
+        },
         privacy: PrivacyArgs {
             ip_hash_key: None,
             insecure_default_key: true,
@@ -93,6 +100,11 @@ const SUMMARY_QUERIES: &[(&str, &str)] = &[
            sum(CASE WHEN action = 'pull_by_digest' THEN 1 ELSE 0 END) AS pull_by_digest, \
            sum(CASE WHEN action = 'version_check' THEN 1 ELSE 0 END) AS version_check \
          FROM pulls GROUP BY namespace, repository ORDER BY count(*) DESC LIMIT 5",
+    ),
+    (
+        "Cloud providers:",
+        "SELECT coalesce(host, '(none)') AS host, count(*) AS actions FROM pulls \
+         GROUP BY host ORDER BY actions DESC LIMIT 8",
     ),
     (
         "Clients:",

@@ -77,6 +77,7 @@ pub async fn ingest(args: &IngestArgs) -> anyhow::Result<IngestReport> {
         args.privacy.ip_hash_key.as_deref(),
         args.privacy.insecure_default_key,
     )?;
+    let data = args.enrich.sources().load()?;
     let (input, size, source) = open_input(&args.from_file)?;
     let table = table::open_or_create(&args.table, TableKind::Pulls).await?;
     let mut writer = TableWriter::new(&args.table, table)?;
@@ -94,7 +95,11 @@ pub async fn ingest(args: &IngestArgs) -> anyhow::Result<IngestReport> {
         max_lateness: args.session.max_lateness,
         max_open_sessions: args.session.max_open_sessions,
     };
-    let pipeline = Pipeline::new(args.max_line_bytes, session, ActionEnricher::new(hasher));
+    let pipeline = Pipeline::new(
+        args.max_line_bytes,
+        session,
+        ActionEnricher::new(hasher, data),
+    );
     let progress = progress_bar(size, !args.no_progress);
     let started = Instant::now();
 

@@ -219,7 +219,11 @@ impl Pipeline {
                 }
                 RequestKind::Manifest if !event.forms_action() => {
                     self.stats.rejected += 1;
-                    *self.stats.rejected_by_status.entry(event.status).or_default() += 1;
+                    *self
+                        .stats
+                        .rejected_by_status
+                        .entry(event.status)
+                        .or_default() += 1;
                     "non_2xx"
                 }
                 RequestKind::Manifest => {
@@ -233,7 +237,11 @@ impl Pipeline {
         self.drain_actions()
     }
 
-    fn count_rejected(&mut self, e: &RequestEvent, reason: &'static str) -> Result<(), PipelineError> {
+    fn count_rejected(
+        &mut self,
+        e: &RequestEvent,
+        reason: &'static str,
+    ) -> Result<(), PipelineError> {
         let key = RejectedKey {
             day: e.timestamp.div_euclid(MICROS_PER_DAY),
             namespace: e.namespace.clone(),
@@ -254,11 +262,20 @@ impl Pipeline {
         }
         let mut rows: Vec<_> = self.rejected.drain().collect();
         rows.sort_by(|(a, _), (b, _)| {
-            (a.day, &a.namespace, &a.repository, a.status, a.reason)
-                .cmp(&(b.day, &b.namespace, &b.repository, b.status, b.reason))
+            (a.day, &a.namespace, &a.repository, a.status, a.reason).cmp(&(
+                b.day,
+                &b.namespace,
+                &b.repository,
+                b.status,
+                b.reason,
+            ))
         });
-        let (mut day, mut ns, mut repo, mut reason) =
-            (StringBuilder::new(), StringBuilder::new(), StringBuilder::new(), StringBuilder::new());
+        let (mut day, mut ns, mut repo, mut reason) = (
+            StringBuilder::new(),
+            StringBuilder::new(),
+            StringBuilder::new(),
+            StringBuilder::new(),
+        );
         let (mut status, mut requests) = (Int32Builder::new(), Int64Builder::new());
         for (k, n) in rows {
             day.append_value(day_of(k.day * MICROS_PER_DAY));
@@ -276,7 +293,8 @@ impl Pipeline {
             Arc::new(reason.finish()),
             Arc::new(requests.finish()),
         ];
-        self.rejected_ready.push(RecordBatch::try_new(rejected_schema(), columns)?);
+        self.rejected_ready
+            .push(RecordBatch::try_new(rejected_schema(), columns)?);
         Ok(())
     }
 

@@ -65,7 +65,10 @@ async fn register(ctx: &SessionContext, path: &Path, kind: TableKind) -> Result<
     table
         .update_datafusion_session(&ctx.state())
         .map_err(|e| failed(Box::new(e)))?;
-    let provider = table.table_provider().await.map_err(|e| failed(Box::new(e)))?;
+    let provider = table
+        .table_provider()
+        .await
+        .map_err(|e| failed(Box::new(e)))?;
     ctx.register_table(kind.name(), provider)
         .map_err(|e| failed(Box::new(e)))?;
     Ok(())

@@ -160,7 +160,12 @@ fn check_schema(path: &Path, kind: TableKind, table: &DeltaTable) -> Result<(), 
         .fields()
         .map(|f| f.name().clone())
         .collect();
-    let want: Vec<String> = kind.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let want: Vec<String> = kind
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
     if names != want {
         return Err(TableError::Schema {
             path: path.to_owned(),

@@ -83,3 +83,48 @@ pub fn sql_count(table: &Path, sql: &str) -> u64 {
     let rows = sql_rows(table, sql);
     rows[1][0].parse().expect("integer result")
 }
+
+/// A GeoIP2-Enterprise-schema MaxMind DB over networks the generator uses
+/// (MaxMind's test networks), built with the writer crate.
+pub fn enterprise_mmdb(path: &Path) {
+    use maxminddb_writer::{metadata::IpVersion, paths::IpAddrWithMask, Database};
+    #[derive(serde::Serialize)]
+    struct Iso {
+        iso_code: &'static str,
+    }
+    #[derive(serde::Serialize)]
+    struct Traits {
+        user_type: &'static str,
+        domain: &'static str,
+    }
+    #[derive(serde::Serialize)]
+    struct Record {
+        country: Iso,
+        traits: Traits,
+    }
+    let mut db = Database::default();
+    db.metadata.ip_version = IpVersion::V6;
+    db.metadata.database_type = "GeoIP2-Enterprise".into();
+    db.metadata.binary_format_major_version = 2;
+    for (net, len, country, user_type, domain) in [
+        ("::81.2.69.142", 127u8, "GB", "business", "acme.example"),
+        (
+            "::89.160.20.112",
+            124,
+            "SE",
+            "residential",
+            "bredband.example",
+        ),
+        ("2001:218::", 32, "JP", "college", "uni.example"),
+    ] {
+        let data = db
+            .insert_value(Record {
+                country: Iso { iso_code: country },
+                traits: Traits { user_type, domain },
+            })
+            .expect("value");
+        db.insert_node(IpAddrWithMask::new(net.parse().expect("ip"), len), data);
+    }
+    db.write_to(std::fs::File::create(path).expect("create"))
+        .expect("write");
+}

@@ -35,10 +35,34 @@ pub const RULES: &[(&str, &str)] = &[
     ("python-requests", "python-requests"),
     ("python-urllib", "python-urllib"),
     ("renovate", "renovate"),
+    ("renovatebot", "renovate"),
     ("diun", "diun"),
     ("watchtower", "watchtower"),
     ("dependabot", "dependabot"),
+    ("dependabot-core", "dependabot"),
+    ("artifactory", "artifactory"),
+    ("jfrog-artifactory", "artifactory"),
+    ("nexus", "nexus"),
+    ("harbor", "harbor"),
+    ("harbor-registry-client", "harbor"),
+    ("flux", "flux"),
+    ("argocd", "argocd"),
+    ("argo-cd", "argocd"),
+    ("docker-credential-ecr-login", "ecr-credential-helper"),
+    ("aws-sdk-go", "aws-sdk"),
+    ("aws-sdk-go-v2", "aws-sdk"),
+    ("okhttp", "okhttp"),
+    ("jib", "jib"),
+    ("google-cloud-tools-java", "jib"),
+    ("pack", "pack"),
+    ("apko", "apko"),
+    ("cosign", "cosign"),
+    ("notation", "notation"),
+    ("zot", "zot"),
 ];
+
+/// First-token length kept for unknown clients.
+const MAX_PRODUCT_CHARS: usize = 64;
 
 /// Upstream clients of the Docker engine, named in `UpstreamClient(…)`.
 const DOCKER_UPSTREAM: &[(&str, &str)] = &[
@@ -51,6 +75,9 @@ const DOCKER_UPSTREAM: &[(&str, &str)] = &[
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientInfo {
     pub tool: String,
+    /// The first product token (`name/version`), kept whatever the tool, so
+    /// unknown clients can still be told apart.
+    pub product: Option<String>,
     pub version: Option<String>,
     pub os: Option<String>,
     pub arch: Option<String>,
@@ -58,16 +85,24 @@ pub struct ClientInfo {
 
 /// Parses a User-Agent. Never fails: an unknown or empty UA is `unknown`.
 pub fn parse(ua: &str) -> ClientInfo {
-    let mut tokens = ua.split_whitespace();
-    let first = tokens.next().unwrap_or("");
+    let first = ua.split_whitespace().next().unwrap_or("");
     let (product, version) = split_token(first);
     let tool = RULES
         .iter()
         .find(|(name, _)| product.eq_ignore_ascii_case(name))
         .map(|(_, tool)| *tool);
+    let version = match version {
+        // `regclient/regctl (v0.7.1)`: the version is the parenthesised part.
+        Some(v) if !v.starts_with(|c: char| c.is_ascii_digit() || c == 'v') => {
+            parenthesised_version(ua)
+        }
+        Some(v) => Some(v.to_owned()),
+        None => parenthesised_version(ua),
+    };
     let mut info = ClientInfo {
         tool: tool.unwrap_or("unknown").to_owned(),
-        version: tool.and(version).map(normalise_version),
+        product: (!first.is_empty()).then(|| first.chars().take(MAX_PRODUCT_CHARS).collect()),
+        version: tool.and(version).map(|v| normalise_version(&v)),
         os: None,
         arch: None,
     };
@@ -82,6 +117,19 @@ pub fn parse(ua: &str) -> ClientInfo {
         refine_docker(ua, &mut info);
     }
     info
+}
+
+/// `(v0.7.1)` or `(0.7.1)` anywhere in the UA.
+fn parenthesised_version(ua: &str) -> Option<String> {
+    ua.split('(')
+        .skip(1)
+        .filter_map(|p| p.split(')').next())
+        .map(str::trim)
+        .find(|p| {
+            let v = p.strip_prefix('v').unwrap_or(p);
+            v.starts_with(|c: char| c.is_ascii_digit()) && v.contains('.') && !v.contains(' ')
+        })
+        .map(str::to_owned)
 }
 
 /// `name/version` → (`name`, `version`).
@@ -101,9 +149,17 @@ fn normalise_version(v: &str) -> String {
 }
 
 /// `UpstreamClient(Docker-Client/27.3.1 \(linux\))` names the program that
-/// drove the engine; the engine version stays the version when the upstream
-/// is the plain CLI.
+/// drove the engine: buildx and compose replace the tool (with their
+/// version). Docker Desktop is recognised by its VM kernel (`linuxkit`) or
+/// a CLI running on macOS or Windows; the engine version stays.
 fn refine_docker(ua: &str, info: &mut ClientInfo) {
+    let desktop = ua.contains("-linuxkit")
+        || ua.contains("\\(darwin\\)")
+        || ua.contains("\\(windows\\)")
+        || ua.contains("Docker-Desktop");
+    if desktop {
+        info.tool = "docker-desktop".to_owned();
+    }
     let Some(start) = ua.find("UpstreamClient(") else {
         return;
     };
@@ -116,7 +172,7 @@ fn refine_docker(ua: &str, info: &mut ClientInfo) {
     {
         if *tool != "docker" {
             info.tool = (*tool).to_owned();
-            info.version = version.map(normalise_version);
+            info.version = version.map(|v| normalise_version(v.trim_end_matches(')')));
         }
     }
 }
@@ -125,39 +181,33 @@ fn refine_docker(ua: &str, info: &mut ClientInfo) {
 mod tests {
     use super::*;
 
-    fn check(ua: &str, tool: &str, version: Option<&str>) {
-        let got = parse(ua);
-        assert_eq!(
-            (got.tool.as_str(), got.version.as_deref()),
-            (tool, version),
-            "{ua}"
-        );
-    }
-
+    /// `testdata/user-agents.tsv`: real User-Agent strings with the tool and
+    /// version each must give.
     #[test]
-    fn known_clients() {
-        check("docker/27.3.1 go/go1.22.7 git-commit/41ca978 kernel/6.8.0-48-generic os/linux arch/amd64 UpstreamClient(Docker-Client/27.3.1 \\(linux\\))", "docker", Some("27.3.1"));
-        check("docker/27.3.1 go/go1.22.7 git-commit/41ca978 kernel/6.8.0 os/linux arch/amd64 UpstreamClient(buildx/v0.17.1)", "buildx", Some("0.17.1"));
-        check(
-            "docker/27.3.1 go/go1.22.7 os/linux arch/amd64 UpstreamClient(compose/v2.29.7)",
-            "compose",
-            Some("2.29.7"),
+    fn corpus_of_real_user_agents() {
+        let corpus = include_str!("../../../testdata/user-agents.tsv");
+        let mut checked = 0;
+        for (n, line) in corpus.lines().enumerate() {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            let cols: Vec<&str> = line.split('\t').collect();
+            assert_eq!(cols.len(), 3, "line {}: ua, tool, version", n + 1);
+            let got = parse(cols[0]);
+            let want_version = (!cols[2].is_empty()).then_some(cols[2]);
+            assert_eq!(
+                (got.tool.as_str(), got.version.as_deref()),
+                (cols[1], want_version),
+                "line {}: {}",
+                n + 1,
+                cols[0]
+            );
+            checked += 1;
+        }
+        assert!(
+            checked >= 60,
+            "the corpus has {checked} user agents; keep at least 60"
         );
-        check("containerd/1.7.22", "containerd", Some("1.7.22"));
-        check("containerd/v2.0.0", "containerd", Some("2.0.0"));
-        check(
-            "containers/5.32.2 (github.com/containers/image)",
-            "containers-image",
-            Some("5.32.2"),
-        );
-        check("Go-http-client/1.1", "go-http-client", Some("1.1"));
-        check("Helm/3.16.2", "helm", Some("3.16.2"));
-        check(
-            "Renovate/38.142.5 (https://github.com/renovatebot/renovate)",
-            "renovate",
-            Some("38.142.5"),
-        );
-        check("Watchtower (Docker)", "watchtower", None);
     }
 
     #[test]
@@ -165,11 +215,18 @@ mod tests {
         let got = parse("docker/27.2.0 go/go1.21.13 kernel/6.10.4-linuxkit os/linux arch/arm64 UpstreamClient(Docker-Client/27.2.0 \\(darwin\\))");
         assert_eq!(got.os.as_deref(), Some("linux"));
         assert_eq!(got.arch.as_deref(), Some("arm64"));
+        assert_eq!(got.tool, "docker-desktop");
     }
 
     #[test]
-    fn unknown_and_empty_are_unknown() {
-        check("", "unknown", None);
-        check("Mozilla/5.0 (X11; Linux x86_64)", "unknown", None);
+    fn unknown_clients_keep_their_first_product_token() {
+        let got = parse("Mozilla/5.0 (X11; Linux x86_64)");
+        assert_eq!((got.tool.as_str(), got.version), ("unknown", None));
+        assert_eq!(got.product.as_deref(), Some("Mozilla/5.0"));
+        assert_eq!(parse("").product, None);
+        assert_eq!(
+            parse(&"x".repeat(500)).product.map(|p| p.len()),
+            Some(MAX_PRODUCT_CHARS)
+        );
     }
 }
