@@ -50,12 +50,7 @@ pub struct IngestReport {
 
 /// `<table>.dead-letter.jsonl`, beside the table directory.
 pub fn default_dead_letter_path(table: &Path) -> PathBuf {
-    let mut name = table
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_else(|| "pulls".into());
-    name.push(".dead-letter.jsonl");
-    table.with_file_name(name)
+    table::beside(table, ".dead-letter.jsonl")
 }
 
 pub async fn run(args: IngestArgs) -> anyhow::Result<IngestReport> {

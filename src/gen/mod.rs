@@ -379,6 +379,17 @@ impl Plan {
         }
     }
 
+    /// A follow-up GET of the digest the tag resolved to (index or manifest).
+    fn get_top(&mut self, rng: &mut Rng) {
+        self.request(
+            Self::delay(rng),
+            false,
+            Ref::Top,
+            Served::IndexOrManifest,
+            200,
+        );
+    }
+
     fn multi(&self) -> bool {
         !self.image.platform_digests.is_empty()
     }
@@ -458,13 +469,7 @@ impl Plan {
         if roll < 0.45 {
             // containerd by digest: HEAD digest, GET the same, then platform.
             self.request(0, true, Ref::Top, Served::IndexOrManifest, 200);
-            self.request(
-                Self::delay(rng),
-                false,
-                Ref::Top,
-                Served::IndexOrManifest,
-                200,
-            );
+            self.get_top(rng);
             self.platform_gets(rng);
             return ActionKind::PullByDigest;
         }
@@ -473,13 +478,7 @@ impl Plan {
             // Index already cached: straight to the platform manifest.
             self.platform_gets(rng);
         } else {
-            self.request(
-                Self::delay(rng),
-                false,
-                Ref::Top,
-                Served::IndexOrManifest,
-                200,
-            );
+            self.get_top(rng);
             self.platform_gets(rng);
         }
         ActionKind::PullByTag

@@ -63,14 +63,20 @@ impl TableKind {
     }
 }
 
-/// Where the rejected-requests table of the pulls table at `table` lives.
-pub fn rejected_path(table: &Path) -> PathBuf {
+/// A path beside the table directory: `<table><suffix>` (dead letters, the
+/// rejected table).
+pub fn beside(table: &Path, suffix: &str) -> PathBuf {
     let mut name = table
         .file_name()
         .map(|n| n.to_os_string())
         .unwrap_or_else(|| "pulls".into());
-    name.push(".rejected");
+    name.push(suffix);
     table.with_file_name(name)
+}
+
+/// Where the rejected-requests table of the pulls table at `table` lives.
+pub fn rejected_path(table: &Path) -> PathBuf {
+    beside(table, ".rejected")
 }
 
 #[derive(Debug, thiserror::Error)]
