@@ -12,6 +12,7 @@ use crate::config::{parse_duration, parse_ratio};
 use crate::gen::Format;
 use crate::pipeline::decode::DEFAULT_MAX_LINE_BYTES;
 use crate::pipeline::sessionize::DEFAULT_MAX_OPEN_SESSIONS;
+use crate::query::export::View;
 use crate::query::OutputFormat;
 
 #[derive(Debug, Parser)]
@@ -40,6 +41,8 @@ pub enum Command {
     Ingest(IngestArgs),
     /// Run SQL over the pulls table (registered as `pulls`).
     Sql(SqlArgs),
+    /// Export raw or summary data for a week, a month or a range of days.
+    Export(ExportArgs),
     /// Generate a sample, ingest it into a local table and summarise it.
     Demo(DemoArgs),
 }
@@ -155,6 +158,52 @@ pub struct SqlArgs {
     pub format: OutputFormat,
     /// The SQL statement; the table is `pulls`.
     pub statement: String,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("span").required(true).args(["week", "month", "from"])))]
+pub struct ExportArgs {
+    /// The pulls table directory.
+    #[arg(long, env = "PULLSTATS_TABLE")]
+    pub table: PathBuf,
+    /// What to export (spec §4).
+    #[arg(long, value_enum, default_value_t = View::Summary)]
+    pub view: View,
+    /// An ISO week, Monday to Sunday: 2026-W45.
+    #[arg(long)]
+    pub week: Option<String>,
+    /// A calendar month: 2026-10.
+    #[arg(long)]
+    pub month: Option<String>,
+    /// First day of a range (inclusive), with --to.
+    #[arg(long, requires = "to")]
+    pub from: Option<String>,
+    /// Day after the range (exclusive).
+    #[arg(long, requires = "from")]
+    pub to: Option<String>,
+    /// Only these namespaces (repeatable).
+    #[arg(long = "namespace")]
+    pub namespaces: Vec<String>,
+    /// Only these repositories, `repo` or `ns/repo` (repeatable).
+    #[arg(long = "repository")]
+    pub repositories: Vec<String>,
+    /// File format.
+    #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
+    pub format: ExportFormat,
+    /// Output file; stdout for csv and json when absent or `-`.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Compress csv or json output with gzip.
+    #[arg(long)]
+    pub gzip: bool,
+}
+
+/// Formats of `export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    Csv,
+    Json,
+    Parquet,
 }
 
 #[derive(Debug, Args)]

@@ -415,3 +415,202 @@ fn ingest_fills_enrichment_from_files_and_leaves_it_empty_without() {
         "a bad data file is caught before anything is written"
     );
 }
+
+/// The hand-computed fixture (`testdata/export-fixture.jsonl`) in a table.
+fn fixture_table(dir: &std::path::Path) -> std::path::PathBuf {
+    let table = dir.join("fixture");
+    let input =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/export-fixture.jsonl");
+    ingest(&input, &table);
+    table
+}
+
+fn export(table: &std::path::Path, args: &[&str]) -> String {
+    run_ok(
+        pullstats()
+            .arg("export")
+            .arg("--table")
+            .arg(table)
+            .args(args),
+    )
+}
+
+#[test]
+fn exports_match_the_hand_computed_snapshots() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let table = fixture_table(dir.path());
+    let snapshots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/exports");
+    for (file, args) in [
+        (
+            "week-2026-W45.summary.csv",
+            vec!["--week", "2026-W45", "--view", "summary"],
+        ),
+        (
+            "week-2026-W45.repo-summary.csv",
+            vec!["--week", "2026-W45", "--view", "repo-summary"],
+        ),
+        (
+            "days-2026-11-01_2026-11-10.namespace-summary.csv",
+            vec![
+                "--from",
+                "2026-11-01",
+                "--to",
+                "2026-11-10",
+                "--view",
+                "namespace-summary",
+            ],
+        ),
+        (
+            "month-2028-02.raw.csv",
+            vec!["--month", "2028-02", "--view", "raw"],
+        ),
+    ] {
+        let want = std::fs::read_to_string(snapshots.join(file)).expect("snapshot");
+        assert_eq!(export(&table, &args), want, "{file}");
+    }
+}
+
+#[test]
+fn unique_ips_span_week_boundaries_and_edges_hold() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let table = fixture_table(dir.path());
+    let uniques = |args: &[&str]| -> u64 {
+        let out = export(
+            &table,
+            &[
+                &["--view", "namespace-summary", "--namespace", "library"],
+                args,
+            ]
+            .concat(),
+        );
+        out.lines().nth(1).map_or(0, |l| {
+            l.split(',').nth(1).expect("column").parse().expect("count")
+        })
+    };
+    let weekly: u64 = ["2026-W44", "2026-W45", "2026-W46"]
+        .iter()
+        .map(|w| uniques(&["--week", w]))
+        .sum();
+    let span = uniques(&["--from", "2026-10-26", "--to", "2026-11-16"]);
+    assert_eq!(
+        (weekly, span),
+        (4, 3),
+        "the span counts distinct IPs, not a sum of weeks"
+    );
+    // Sunday 23:59:59.999 belongs to its week; Monday 00:00 to the next.
+    let raw_days = |args: &[&str]| -> Vec<String> {
+        export(&table, &[&["--view", "raw"], args].concat())
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(1).expect("day").to_owned())
+            .collect()
+    };
+    assert_eq!(raw_days(&["--week", "2026-W44"]), ["2026-11-01"]);
+    assert_eq!(raw_days(&["--week", "2026-W46"]), ["2026-11-09"]);
+    // ISO week 53 of 2026 crosses the year change.
+    assert_eq!(
+        raw_days(&["--week", "2026-W53"]),
+        ["2026-12-31", "2027-01-01"]
+    );
+    assert_eq!(raw_days(&["--month", "2026-12"]), ["2026-12-31"]);
+    let out = run(pullstats()
+        .args(["export", "--week", "2025-W53", "--table"])
+        .arg(&table));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("week 53 does not exist"));
+}
+
+#[test]
+fn span_filters_prune_partitions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let table = fixture_table(dir.path());
+    let plan = run_ok(
+        pullstats()
+            .args(["sql", "--format", "csv", "--table"])
+            .arg(&table)
+            .arg("EXPLAIN SELECT namespace FROM pulls WHERE action_day >= '2026-11-02' AND action_day < '2026-11-09'"),
+    );
+    let files: Vec<&str> = plan
+        .split("action_day=")
+        .skip(1)
+        .map(|s| &s[..10])
+        .collect();
+    assert_eq!(files.len(), 5, "{plan}");
+    assert!(
+        files
+            .iter()
+            .all(|d| ("2026-11-02".."2026-11-09").contains(d)),
+        "{files:?}"
+    );
+}
+
+#[test]
+fn export_formats_parquet_json_gzip() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let table = fixture_table(dir.path());
+    let pq = dir.path().join("raw.parquet");
+    let args = [
+        "--from",
+        "2026-01-01",
+        "--to",
+        "2029-01-01",
+        "--view",
+        "raw",
+    ];
+    run_ok(
+        pullstats()
+            .arg("export")
+            .arg("--table")
+            .arg(&table)
+            .args(args)
+            .args(["--format", "parquet", "--output"])
+            .arg(&pq),
+    );
+    let reader =
+        parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&pq).expect("open"))
+            .expect("parquet");
+    use parquet::file::reader::FileReader;
+    assert_eq!(reader.metadata().file_metadata().num_rows(), 10);
+
+    let json = export(
+        &table,
+        &[
+            "--week",
+            "2026-W45",
+            "--view",
+            "repo-summary",
+            "--format",
+            "json",
+        ],
+    );
+    let first: serde_json::Value =
+        serde_json::from_str(json.lines().next().expect("row")).expect("json");
+    assert_eq!(first["namespace"], "acme");
+    assert_eq!(first["unique_ip_count"], 1);
+
+    let gz = dir.path().join("raw.csv.gz");
+    run_ok(
+        pullstats()
+            .arg("export")
+            .arg("--table")
+            .arg(&table)
+            .args(args)
+            .args(["--gzip", "--output"])
+            .arg(&gz),
+    );
+    let mut text = String::new();
+    use std::io::Read;
+    flate2::read::GzDecoder::new(std::fs::File::open(&gz).expect("open"))
+        .read_to_string(&mut text)
+        .expect("gunzip");
+    assert_eq!(text.lines().count(), 11);
+
+    let out = run(pullstats()
+        .arg("export")
+        .arg("--table")
+        .arg(&table)
+        .args(["--week", "2026-W45", "--format", "parquet"]));
+    assert_eq!(out.status.code(), Some(1), "parquet needs --output");
+    let out = run(pullstats().arg("export").arg("--table").arg(&table));
+    assert_eq!(out.status.code(), Some(2), "a span is required");
+}

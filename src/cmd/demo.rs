@@ -78,7 +78,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     for (title, sql) in SUMMARY_QUERIES {
         println!("\n{title}");
         let stream = query::execute(&ctx, sql).await?;
-        query::write_results(stream, OutputFormat::Table, &mut std::io::stdout()).await?;
+        query::write_results(stream, OutputFormat::Table, &mut std::io::stdout(), &|_| ()).await?;
     }
     let t = table.display();
     println!("\nThe table is at {t} (a Delta Lake table). Try:");

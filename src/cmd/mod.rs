@@ -3,6 +3,7 @@
 //! modules.
 
 pub mod demo;
+pub mod export;
 pub mod gen;
 pub mod ingest;
 pub mod sql;

@@ -6,12 +6,15 @@ use crate::cli::SqlArgs;
 use crate::query;
 
 pub async fn run(args: SqlArgs) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    if args.format == query::OutputFormat::Parquet && std::io::stdout().is_terminal() {
+        anyhow::bail!("parquet output is binary: redirect stdout to a file");
+    }
     let result = async {
         let ctx = query::session(&args.table).await?;
         let stream = query::execute(&ctx, &args.statement).await?;
-        let stdout = std::io::stdout();
-        let mut out = std::io::BufWriter::new(stdout.lock());
-        query::write_results(stream, args.format, &mut out).await?;
+        let mut out = std::io::BufWriter::new(std::io::stdout());
+        query::write_results(stream, args.format, &mut out, &|_| ()).await?;
         out.flush()
             .map_err(|e| query::QueryError::Output(e.to_string()))?;
         Ok::<_, query::QueryError>(())

@@ -1,5 +1,6 @@
 //! DataFusion over the pulls table: a session with the table registered as
-//! `pulls`, and result writers for the output formats of `pullstats sql`.
+//! `pulls`, result writers for the output formats, and the export views
+//! ([`export`]).
 //!
 //! The table is registered through deltalake's own provider, so DataFusion
 //! sees the Delta log's file list and per-file statistics and prunes
@@ -15,6 +16,8 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::StreamExt;
 
 use crate::table::{self, TableError, TableKind};
+
+pub mod export;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -41,7 +44,12 @@ pub enum OutputFormat {
     Csv,
     /// One JSON object per row (JSON Lines).
     Json,
+    /// A Parquet file (not for terminals).
+    Parquet,
 }
+
+/// Timestamps in CSV: RFC 3339, UTC, microseconds.
+const CSV_TIMESTAMP_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
 
 /// A DataFusion session with the table at `path` registered as `pulls`,
 /// and its rejected-requests table (when there is one) as `rejected`.
@@ -83,12 +91,14 @@ pub async fn execute(
     Ok(df.execute_stream().await?)
 }
 
-/// Writes a result stream in `format`. CSV and JSON stream with bounded
-/// memory; the text table needs every row to align columns.
+/// Writes a result stream in `format`; `progress` is called with the rows
+/// written so far. CSV, JSON and Parquet stream with bounded memory; the text
+/// table needs every row to align columns.
 pub async fn write_results(
     mut stream: SendableRecordBatchStream,
     format: OutputFormat,
-    out: &mut impl Write,
+    out: &mut (impl Write + Send),
+    progress: &dyn Fn(u64),
 ) -> Result<u64, QueryError> {
     let io = |e: &dyn std::fmt::Display| QueryError::Output(e.to_string());
     let mut rows = 0u64;
@@ -112,11 +122,13 @@ pub async fn write_results(
         OutputFormat::Csv => {
             let mut w = arrow::csv::WriterBuilder::new()
                 .with_header(true)
+                .with_timestamp_tz_format(CSV_TIMESTAMP_FORMAT.to_owned())
                 .build(out);
             while let Some(b) = stream.next().await {
                 let b = b?;
                 rows += b.num_rows() as u64;
                 w.write(&b).map_err(|e| io(&e))?;
+                progress(rows);
             }
         }
         OutputFormat::Json => {
@@ -125,8 +137,23 @@ pub async fn write_results(
                 let b = b?;
                 rows += b.num_rows() as u64;
                 w.write(&b).map_err(|e| io(&e))?;
+                progress(rows);
             }
             w.finish().map_err(|e| io(&e))?;
+        }
+        OutputFormat::Parquet => {
+            let props = parquet::file::properties::WriterProperties::builder()
+                .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+                .build();
+            let mut w = parquet::arrow::ArrowWriter::try_new(out, stream.schema(), Some(props))
+                .map_err(|e| io(&e))?;
+            while let Some(b) = stream.next().await {
+                let b = b?;
+                rows += b.num_rows() as u64;
+                w.write(&b).map_err(|e| io(&e))?;
+                progress(rows);
+            }
+            w.close().map_err(|e| io(&e))?;
         }
     }
     Ok(rows)

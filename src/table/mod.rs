@@ -142,7 +142,11 @@ pub async fn open_or_create(path: &Path, kind: TableKind) -> Result<DeltaTable, 
         return open(path, kind).await;
     }
     let url = table_url(path, true)?;
-    let table = DeltaTable::try_from_url(url).await.map_err(delta(path))?;
+    // Built without loading: loading an empty location makes deltalake log
+    // a misleading ERROR ("No files in log segment") before we create it.
+    let table = deltalake::DeltaTableBuilder::from_url(url)
+        .and_then(|b| b.build())
+        .map_err(delta(path))?;
     let schema: StructType = kind
         .schema()
         .as_ref()
