@@ -12,7 +12,7 @@ use crate::config::{parse_duration, parse_ratio};
 use crate::gen::Format;
 use crate::pipeline::decode::DEFAULT_MAX_LINE_BYTES;
 use crate::pipeline::sessionize::DEFAULT_MAX_OPEN_SESSIONS;
-use crate::query::export::View;
+use crate::query::export::{Breakdown, Granularity, TrendGroup, View};
 use crate::query::OutputFormat;
 
 #[derive(Debug, Parser)]
@@ -43,6 +43,8 @@ pub enum Command {
     Sql(SqlArgs),
     /// Export raw or summary data for a week, a month or a range of days.
     Export(ExportArgs),
+    /// Run a saved query from queries/ (`--list` shows them).
+    Query(QueryArgs),
     /// Generate a sample, ingest it into a local table and summarise it.
     Demo(DemoArgs),
 }
@@ -161,7 +163,7 @@ pub struct SqlArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("span").required(true).args(["week", "month", "from"])))]
+#[command(group(clap::ArgGroup::new("span").args(["week", "month", "from", "last"])))]
 pub struct ExportArgs {
     /// The pulls table directory.
     #[arg(long, env = "PULLSTATS_TABLE")]
@@ -181,6 +183,21 @@ pub struct ExportArgs {
     /// Day after the range (exclusive).
     #[arg(long, requires = "from")]
     pub to: Option<String>,
+    /// Trend: the last 3m, 6m or 12m of complete periods (with --view trend).
+    #[arg(long, value_parser = crate::query::export::parse_last)]
+    pub last: Option<u32>,
+    /// Trend points: week or month.
+    #[arg(long, value_enum, default_value_t = Granularity::Week)]
+    pub granularity: Granularity,
+    /// Trend rows per repository or per namespace.
+    #[arg(long, value_enum, default_value_t = TrendGroup::Repository)]
+    pub group: TrendGroup,
+    /// Trend: the day whose period ends the trend (default: today, UTC).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Break summaries down by these columns too (repeatable).
+    #[arg(long, value_enum)]
+    pub by: Vec<Breakdown>,
     /// Only these namespaces (repeatable).
     #[arg(long = "namespace")]
     pub namespaces: Vec<String>,
@@ -204,6 +221,25 @@ pub enum ExportFormat {
     Csv,
     Json,
     Parquet,
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// The saved query to run.
+    #[arg(required_unless_present = "list")]
+    pub name: Option<String>,
+    /// List the saved queries with their parameters.
+    #[arg(long)]
+    pub list: bool,
+    /// The pulls table directory.
+    #[arg(long, env = "PULLSTATS_TABLE", required_unless_present = "list")]
+    pub table: Option<PathBuf>,
+    /// A parameter, key=value (repeatable).
+    #[arg(long = "param", value_parser = crate::query::saved::parse_param)]
+    pub params: Vec<(String, String)>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
 }
 
 #[derive(Debug, Args)]

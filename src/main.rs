@@ -30,6 +30,7 @@ fn main() -> ExitCode {
             Command::Ingest(args) => cmd::ingest::run(args).await.map(|_| ()),
             Command::Sql(args) => cmd::sql::run(args).await,
             Command::Export(args) => cmd::export::run(args).await,
+            Command::Query(args) => cmd::query::run(args).await,
             Command::Demo(args) => cmd::demo::run(args).await,
         }
     });

@@ -612,5 +612,140 @@ fn export_formats_parquet_json_gzip() {
         .args(["--week", "2026-W45", "--format", "parquet"]));
     assert_eq!(out.status.code(), Some(1), "parquet needs --output");
     let out = run(pullstats().arg("export").arg("--table").arg(&table));
-    assert_eq!(out.status.code(), Some(2), "a span is required");
+    assert_eq!(out.status.code(), Some(1), "a span is required");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--week"));
+    let out = run(pullstats()
+        .arg("export")
+        .arg("--table")
+        .arg(&table)
+        .args(["--week", "2026-W45", "--month", "2026-11"]));
+    assert_eq!(out.status.code(), Some(2), "one span only");
+}
+
+#[test]
+fn trends_and_breakdowns() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let table = fixture_table(dir.path());
+    let weekly = export(
+        &table,
+        &[
+            "--view",
+            "trend",
+            "--granularity",
+            "week",
+            "--last",
+            "3m",
+            "--until",
+            "2026-11-18",
+        ],
+    );
+    assert_eq!(
+        weekly,
+        "period,namespace,repository,pulls,pull_by_tag,pull_by_digest,version_check,unique_ip_count\n\
+         2026-10-26,library,nginx,1,1,0,0,1\n\
+         2026-11-02,acme,api,1,1,0,0,1\n\
+         2026-11-02,library,nginx,3,2,1,1,2\n\
+         2026-11-09,library,nginx,1,1,0,0,1\n"
+    );
+    let monthly = export(
+        &table,
+        &[
+            "--view",
+            "trend",
+            "--granularity",
+            "month",
+            "--last",
+            "3m",
+            "--until",
+            "2027-02-10",
+            "--group",
+            "namespace",
+        ],
+    );
+    assert_eq!(
+        monthly,
+        "period,namespace,pulls,pull_by_tag,pull_by_digest,version_check,unique_ip_count\n\
+         2026-11-01,acme,1,1,0,0,1\n\
+         2026-11-01,library,5,4,1,1,3\n\
+         2026-12-01,library,1,1,0,0,1\n\
+         2027-01-01,library,1,1,0,0,1\n"
+    );
+    let by_tool = export(
+        &table,
+        &[
+            "--week",
+            "2026-W45",
+            "--view",
+            "repo-summary",
+            "--by",
+            "user-agent-tool",
+        ],
+    );
+    assert_eq!(
+        by_tool,
+        "namespace,repository,user_agent_tool,unique_ip_count,pull_by_tag,pull_by_digest,version_check,owner\n\
+         acme,api,containers-image,1,1,0,0,Acme\n\
+         library,nginx,containerd,1,1,1,0,\n\
+         library,nginx,docker,1,1,0,1,\n"
+    );
+}
+
+#[test]
+fn saved_queries_list_and_run_with_parameters() {
+    let list = run_ok(pullstats().args(["query", "--list"]));
+    for name in [
+        "top-tags",
+        "pulls-by-country",
+        "cloud-share",
+        "client-versions",
+        "version-check-ratio",
+        "daily-pulls",
+    ] {
+        assert!(list.contains(name), "{list}");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let table = fixture_table(dir.path());
+    let top = run_ok(
+        pullstats()
+            .args([
+                "query",
+                "top-tags",
+                "--format",
+                "csv",
+                "--param",
+                "from=2026-11-02",
+                "--param",
+                "to=2026-11-09",
+                "--table",
+            ])
+            .arg(&table),
+    );
+    assert_eq!(
+        top,
+        "namespace,repository,tag,pulls,unique_ips\nlibrary,nginx,1.27,2,2\nacme,api,v1,1,1\n"
+    );
+    let daily = run_ok(
+        pullstats()
+            .args([
+                "query",
+                "daily-pulls",
+                "--format",
+                "csv",
+                "--param",
+                "from=2026-11-01",
+                "--param",
+                "to=2026-11-03",
+                "--table",
+            ])
+            .arg(&table),
+    );
+    assert_eq!(
+        daily,
+        "action_day,pulls,version_checks,unique_ips\n2026-11-01,1,0,1\n2026-11-02,0,1,1\n"
+    );
+    let out = run(pullstats()
+        .args(["query", "top-tags", "--param", "limit=x", "--table"])
+        .arg(&table));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("whole number"));
 }

@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cli::{ExportArgs, ExportFormat};
-use crate::query::export::{view_sql, Filters, Span};
+use crate::query::export::{trend_sql, view_sql, Filters, Span, View};
 use crate::query::{self, OutputFormat};
 
 pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
@@ -27,7 +27,10 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
         namespaces: args.namespaces.clone(),
         repositories: args.repositories.clone(),
     };
-    let sql = view_sql(args.view, &span, &filters);
+    let sql = match args.view {
+        View::Trend => trend_sql(args.granularity, args.group, &span, &filters),
+        view => view_sql(view, &span, &filters, &args.by),
+    };
     tracing::debug!(%sql, "export");
     let ctx = query::session(&args.table).await?;
     let stream = query::execute(&ctx, &sql).await?;
@@ -78,10 +81,21 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
 }
 
 fn span(args: &ExportArgs) -> anyhow::Result<Span> {
+    if args.view == View::Trend {
+        let Some(months) = args.last else {
+            bail!("--view trend takes --last 3m|6m|12m (and --granularity week|month)");
+        };
+        let until = match &args.until {
+            Some(d) => chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
+                .with_context(|| format!("--until `{d}` is not a YYYY-MM-DD date"))?,
+            None => chrono::Utc::now().date_naive(),
+        };
+        return Ok(Span::trailing(args.granularity, months, until));
+    }
     Ok(match (&args.week, &args.month, &args.from, &args.to) {
         (Some(w), _, _, _) => Span::week(w)?,
         (_, Some(m), _, _) => Span::month(m)?,
         (_, _, Some(f), Some(t)) => Span::days(f, t)?,
-        _ => bail!("give one of --week, --month or --from/--to"),
+        _ => bail!("give one of --week, --month or --from/--to (or --view trend --last 3m|6m|12m)"),
     })
 }

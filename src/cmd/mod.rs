@@ -6,4 +6,5 @@ pub mod demo;
 pub mod export;
 pub mod gen;
 pub mod ingest;
+pub mod query;
 pub mod sql;

@@ -1,20 +1,30 @@
 //! `pullstats sql`: one statement over the table, results on stdout.
 
 use std::io::Write;
+use std::path::Path;
 
 use crate::cli::SqlArgs;
-use crate::query;
+use crate::query::{self, OutputFormat};
 
 pub async fn run(args: SqlArgs) -> anyhow::Result<()> {
+    run_statement(&args.table, &args.statement, args.format).await
+}
+
+/// Runs one statement over the table at `table`, results on stdout.
+pub async fn run_statement(
+    table: &Path,
+    statement: &str,
+    format: OutputFormat,
+) -> anyhow::Result<()> {
     use std::io::IsTerminal;
-    if args.format == query::OutputFormat::Parquet && std::io::stdout().is_terminal() {
+    if format == OutputFormat::Parquet && std::io::stdout().is_terminal() {
         anyhow::bail!("parquet output is binary: redirect stdout to a file");
     }
     let result = async {
-        let ctx = query::session(&args.table).await?;
-        let stream = query::execute(&ctx, &args.statement).await?;
+        let ctx = query::session(table).await?;
+        let stream = query::execute(&ctx, statement).await?;
         let mut out = std::io::BufWriter::new(std::io::stdout());
-        query::write_results(stream, args.format, &mut out, &|_| ()).await?;
+        query::write_results(stream, format, &mut out, &|_| ()).await?;
         out.flush()
             .map_err(|e| query::QueryError::Output(e.to_string()))?;
         Ok::<_, query::QueryError>(())

@@ -105,6 +105,113 @@ pub enum View {
     RepoSummary,
     /// Per namespace.
     NamespaceSummary,
+    /// One row per week or month per repository (or namespace): the data
+    /// behind a pulls-over-time chart.
+    Trend,
+}
+
+/// Columns a summary can be broken down by (`--by`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Breakdown {
+    Country,
+    Host,
+    Type,
+    Domain,
+    UserAgentTool,
+    UserAgentVersion,
+    HttpMethod,
+    Os,
+    Arch,
+}
+
+impl Breakdown {
+    fn column(self) -> &'static str {
+        match self {
+            Breakdown::Country => "country",
+            Breakdown::Host => "host",
+            Breakdown::Type => "type",
+            Breakdown::Domain => "domain",
+            Breakdown::UserAgentTool => "user_agent_tool",
+            Breakdown::UserAgentVersion => "user_agent_version",
+            Breakdown::HttpMethod => "http_method",
+            Breakdown::Os => "os",
+            Breakdown::Arch => "arch",
+        }
+    }
+}
+
+/// Trend points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Granularity {
+    Week,
+    Month,
+}
+
+/// What a trend groups by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TrendGroup {
+    Repository,
+    Namespace,
+}
+
+impl Span {
+    /// The complete weeks or months of the last `months` months before the
+    /// period that holds `until` (a partial current period is left out).
+    pub fn trailing(granularity: Granularity, months: u32, until: NaiveDate) -> Self {
+        let to = match granularity {
+            Granularity::Week => {
+                until - Days::new(u64::from(until.weekday().num_days_from_monday()))
+            }
+            Granularity::Month => until.with_day(1).unwrap_or(until),
+        };
+        let back = to.checked_sub_months(Months::new(months)).unwrap_or(to);
+        let from = match granularity {
+            // The first Monday on or after the cut: whole weeks only.
+            Granularity::Week => {
+                back + Days::new(u64::from((7 - back.weekday().num_days_from_monday()) % 7))
+            }
+            Granularity::Month => back,
+        };
+        Self { from, to }
+    }
+}
+
+/// `3m`, `6m` or `12m`.
+pub fn parse_last(s: &str) -> Result<u32, String> {
+    match s {
+        "3m" => Ok(3),
+        "6m" => Ok(6),
+        "12m" => Ok(12),
+        _ => Err(format!("`{s}` is not one of 3m, 6m, 12m")),
+    }
+}
+
+/// The SQL of a trend.
+pub fn trend_sql(
+    granularity: Granularity,
+    group: TrendGroup,
+    span: &Span,
+    filters: &Filters,
+) -> String {
+    let unit = match granularity {
+        Granularity::Week => "week",
+        Granularity::Month => "month",
+    };
+    let keys = match group {
+        TrendGroup::Repository => "namespace, repository",
+        TrendGroup::Namespace => "namespace",
+    };
+    format!(
+        "SELECT CAST(date_trunc('{unit}', timestamp) AS DATE) AS period, {keys}, \
+           count(*) FILTER (WHERE action <> 'version_check') AS pulls, \
+           count(*) FILTER (WHERE action = 'pull_by_tag') AS pull_by_tag, \
+           count(*) FILTER (WHERE action = 'pull_by_digest') AS pull_by_digest, \
+           count(*) FILTER (WHERE action = 'version_check') AS version_check, \
+           count(DISTINCT ip_hash) AS unique_ip_count \
+         FROM pulls WHERE {}{} GROUP BY 1, {keys} ORDER BY 1, {keys}",
+        span.predicate(),
+        filters.predicate()
+    )
 }
 
 /// Raw columns, in the spec's order.
@@ -165,11 +272,11 @@ impl Filters {
     }
 }
 
-/// The SQL of a view over a span.
-pub fn view_sql(view: View, span: &Span, filters: &Filters) -> String {
+/// The SQL of a view over a span, broken down by `by` (summaries only).
+pub fn view_sql(view: View, span: &Span, filters: &Filters, by: &[Breakdown]) -> String {
     let filter = format!("{}{}", span.predicate(), filters.predicate());
-    let keys: &[&str] = match view {
-        View::Raw => {
+    let base: &[&str] = match view {
+        View::Raw | View::Trend => {
             return format!(
                 "SELECT {} FROM pulls WHERE {filter} ORDER BY timestamp, namespace, repository",
                 RAW_COLUMNS.join(", ")
@@ -179,6 +286,8 @@ pub fn view_sql(view: View, span: &Span, filters: &Filters) -> String {
         View::RepoSummary => &["namespace", "repository"],
         View::NamespaceSummary => &["namespace"],
     };
+    let mut keys: Vec<&str> = base.to_vec();
+    keys.extend(by.iter().map(|b| b.column()).filter(|c| !base.contains(c)));
     let keys = keys.join(", ");
     format!(
         "SELECT {keys}, \
@@ -271,12 +380,46 @@ mod tests {
     }
 
     #[test]
+    fn trailing_spans_hold_whole_periods() {
+        // Wednesday 2026-11-25: the last 3 months of complete weeks end on
+        // Monday 2026-11-23 and start on the first Monday after 2026-08-23.
+        let w = Span::trailing(Granularity::Week, 3, d("2026-11-25"));
+        assert_eq!(
+            w,
+            Span {
+                from: d("2026-08-24"),
+                to: d("2026-11-23")
+            }
+        );
+        assert_eq!(w.from.weekday(), Weekday::Mon);
+        let m = Span::trailing(Granularity::Month, 12, d("2026-11-25"));
+        assert_eq!(
+            m,
+            Span {
+                from: d("2025-11-01"),
+                to: d("2026-11-01")
+            }
+        );
+        assert_eq!(parse_last("6m"), Ok(6));
+        assert!(parse_last("5m").is_err());
+    }
+
+    #[test]
     fn filters_quote_their_values() {
         let f = Filters {
             namespaces: vec!["o'brien".into()],
             repositories: vec!["library/nginx".into(), "api".into()],
         };
-        let sql = view_sql(View::RepoSummary, &Span::month("2026-10").expect("m"), &f);
+        let sql = view_sql(
+            View::RepoSummary,
+            &Span::month("2026-10").expect("m"),
+            &f,
+            &[Breakdown::Country],
+        );
+        assert!(
+            sql.contains("GROUP BY namespace, repository, country"),
+            "{sql}"
+        );
         assert!(sql.contains("namespace IN ('o''brien')"), "{sql}");
         assert!(
             sql.contains("(namespace = 'library' AND repository = 'nginx') OR repository = 'api'"),

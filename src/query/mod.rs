@@ -18,6 +18,7 @@ use futures::StreamExt;
 use crate::table::{self, TableError, TableKind};
 
 pub mod export;
+pub mod saved;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
