@@ -158,8 +158,9 @@ pub struct SqlArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
-    /// The SQL statement; the table is `pulls`.
-    pub statement: String,
+    /// The SQL statement; the table is `pulls`. Without one, an interactive
+    /// shell opens (or statements are read from piped stdin).
+    pub statement: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -749,3 +749,38 @@ fn saved_queries_list_and_run_with_parameters() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("whole number"));
 }
+
+#[test]
+fn sql_without_a_statement_reads_a_script_from_stdin() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let table = fixture_table(dir.path());
+    let mut child = pullstats()
+        .args(["sql", "--table"])
+        .arg(&table)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"SELECT count(*) AS n\n  FROM pulls;\n\\d\nSELECT nope FROM pulls;\nSELECT 41 + 1 AS answer\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("| 10 |"), "multi-line statement: {text}");
+    assert!(
+        text.contains("user_agent_product"),
+        "\\d describes pulls: {text}"
+    );
+    assert!(
+        text.contains("error: Schema error"),
+        "errors are printed and the shell goes on: {text}"
+    );
+    assert!(
+        text.contains("| 42     |"),
+        "a last statement without `;` runs: {text}"
+    );
+}

@@ -7,4 +7,5 @@ pub mod export;
 pub mod gen;
 pub mod ingest;
 pub mod query;
+pub mod shell;
 pub mod sql;

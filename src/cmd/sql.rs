@@ -7,7 +7,10 @@ use crate::cli::SqlArgs;
 use crate::query::{self, OutputFormat};
 
 pub async fn run(args: SqlArgs) -> anyhow::Result<()> {
-    run_statement(&args.table, &args.statement, args.format).await
+    match &args.statement {
+        Some(statement) => run_statement(&args.table, statement, args.format).await,
+        None => crate::cmd::shell::run(&args.table).await,
+    }
 }
 
 /// Runs one statement over the table at `table`, results on stdout.
