@@ -285,25 +285,7 @@ mod tests {
     #[test]
     fn spec_raw_data_points_are_all_columns() {
         let schema = table_schema();
-        for name in [
-            "action",
-            "action_day",
-            "country",
-            "digest",
-            "http_method",
-            "host",
-            "namespace",
-            "reference",
-            "repository",
-            "tag",
-            "timestamp",
-            "type",
-            "user_agent_tool",
-            "user_agent_version",
-            "domain",
-            "owner",
-            "ip_hash",
-        ] {
+        for name in crate::query::export::RAW_COLUMNS.iter().chain(&["ip_hash"]) {
             assert!(schema.field_with_name(name).is_ok(), "{name}");
         }
     }

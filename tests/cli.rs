@@ -3,8 +3,6 @@
 mod helpers;
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::process::Stdio;
 
 use helpers::*;
 
@@ -119,20 +117,13 @@ fn ingest_reads_stdin_and_appends() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (input, stats) = generate(dir.path(), "e.jsonl", &["--events", "3000", "--seed", "3"]);
     let table = dir.path().join("t");
-    let mut child = pullstats()
-        .args(["ingest", "--from-file", "-", "--table"])
-        .arg(&table)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(&std::fs::read(&input).expect("read"))
-        .expect("write stdin");
-    assert!(child.wait_with_output().expect("wait").status.success());
+    let out = run_with_stdin(
+        pullstats()
+            .args(["ingest", "--from-file", "-", "--table"])
+            .arg(&table),
+        &std::fs::read(&input).expect("read"),
+    );
+    assert!(out.status.success());
     assert_eq!(
         sql_count(&table, "SELECT count(*) FROM pulls"),
         stats.actions()
@@ -754,20 +745,10 @@ fn saved_queries_list_and_run_with_parameters() {
 fn sql_without_a_statement_reads_a_script_from_stdin() {
     let dir = tempfile::tempdir().expect("tempdir");
     let table = fixture_table(dir.path());
-    let mut child = pullstats()
-        .args(["sql", "--table"])
-        .arg(&table)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"SELECT count(*) AS n\n  FROM pulls;\n\\d\nSELECT nope FROM pulls;\nSELECT 41 + 1 AS answer\n")
-        .expect("write");
-    let out = child.wait_with_output().expect("wait");
+    let out = run_with_stdin(
+        pullstats().args(["sql", "--table"]).arg(&table),
+        b"SELECT count(*) AS n\n  FROM pulls;\n\\d\nSELECT nope FROM pulls;\nSELECT 41 + 1 AS answer\n",
+    );
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("| 10 |"), "multi-line statement: {text}");

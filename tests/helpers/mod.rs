@@ -35,6 +35,23 @@ pub fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("spawn pullstats")
 }
 
+/// Runs with `input` on stdin; returns the output.
+pub fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write stdin");
+    child.wait_with_output().expect("wait")
+}
+
 /// Generates events into `dir/name` and returns the path and the stats.
 pub fn generate(dir: &Path, name: &str, args: &[&str]) -> (PathBuf, GenStats) {
     let path = dir.join(name);
