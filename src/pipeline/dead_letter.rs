@@ -88,10 +88,6 @@ impl FileDeadLetters {
         }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn err(&self, source: std::io::Error) -> DeadLetterError {
         DeadLetterError {
             path: self.path.clone(),

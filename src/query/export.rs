@@ -73,24 +73,9 @@ impl Span {
         )
     }
 
-    /// A label for file names and logs: `2026-11-02_2026-11-09`.
-    pub fn label(&self) -> String {
-        format!(
-            "{}_{}",
-            self.from.format("%Y-%m-%d"),
-            self.to.format("%Y-%m-%d")
-        )
-    }
-
     /// Days in the span.
     pub fn len_days(&self) -> i64 {
         (self.to - self.from).num_days()
-    }
-
-    /// ISO week of the first day (for messages).
-    pub fn iso_week(&self) -> (i32, u32) {
-        let w = self.from.iso_week();
-        (w.year(), w.week())
     }
 }
 

@@ -159,24 +159,3 @@ pub async fn write_results(
     }
     Ok(rows)
 }
-
-/// Runs `sql` and collects the result (small results: summaries, tests).
-pub async fn collect(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
-    Ok(ctx.sql(sql).await?.collect().await?)
-}
-
-/// A single integer result (`SELECT count(*) …`).
-pub async fn scalar_i64(ctx: &SessionContext, sql: &str) -> Result<i64, QueryError> {
-    let batches = collect(ctx, sql).await?;
-    let batch = batches
-        .iter()
-        .find(|b| b.num_rows() > 0)
-        .ok_or_else(|| QueryError::Output(format!("no rows from: {sql}")))?;
-    let col = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Int64)
-        .map_err(|e| QueryError::Output(e.to_string()))?;
-    let ints = col
-        .as_any()
-        .downcast_ref::<arrow::array::Int64Array>()
-        .ok_or_else(|| QueryError::Output("not an integer".into()))?;
-    Ok(ints.value(0))
-}

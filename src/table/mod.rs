@@ -193,7 +193,6 @@ pub struct TableWriter {
     writer: RecordBatchWriter,
     window_rows: usize,
     adds: Vec<Action>,
-    rows: u64,
 }
 
 impl TableWriter {
@@ -211,7 +210,6 @@ impl TableWriter {
             writer,
             window_rows: 0,
             adds: Vec::new(),
-            rows: 0,
         })
     }
 
@@ -222,7 +220,6 @@ impl TableWriter {
         }
         self.writer.write(batch).await.map_err(delta(&self.path))?;
         self.window_rows += n;
-        self.rows += n as u64;
         if self.window_rows >= MAX_WINDOW_ROWS {
             self.seal().await?;
         }
@@ -260,9 +257,5 @@ impl TableWriter {
             .await
             .map_err(delta(&path))?;
         Ok(Some(finalized.version()))
-    }
-
-    pub fn rows(&self) -> u64 {
-        self.rows
     }
 }
