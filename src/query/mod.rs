@@ -102,16 +102,16 @@ pub async fn write_results(
     progress: &dyn Fn(u64),
 ) -> Result<u64, QueryError> {
     let io = |e: &dyn std::fmt::Display| QueryError::Output(e.to_string());
-    let mut rows = 0u64;
+    let rows;
     match format {
         OutputFormat::Table => {
             let schema = stream.schema();
             let mut batches: Vec<RecordBatch> = Vec::new();
-            while let Some(b) = stream.next().await {
-                let b = b?;
-                rows += b.num_rows() as u64;
-                batches.push(b);
-            }
+            rows = drain(&mut stream, &|_| (), |b| {
+                batches.push(b.clone());
+                Ok(())
+            })
+            .await?;
             let text = if batches.is_empty() {
                 arrow::util::pretty::pretty_format_batches(&[RecordBatch::new_empty(schema)])
             } else {
@@ -125,21 +125,17 @@ pub async fn write_results(
                 .with_header(true)
                 .with_timestamp_tz_format(CSV_TIMESTAMP_FORMAT.to_owned())
                 .build(out);
-            while let Some(b) = stream.next().await {
-                let b = b?;
-                rows += b.num_rows() as u64;
-                w.write(&b).map_err(|e| io(&e))?;
-                progress(rows);
-            }
+            rows = drain(&mut stream, progress, |b| {
+                w.write(b).map_err(|e| e.to_string())
+            })
+            .await?;
         }
         OutputFormat::Json => {
             let mut w = arrow::json::LineDelimitedWriter::new(out);
-            while let Some(b) = stream.next().await {
-                let b = b?;
-                rows += b.num_rows() as u64;
-                w.write(&b).map_err(|e| io(&e))?;
-                progress(rows);
-            }
+            rows = drain(&mut stream, progress, |b| {
+                w.write(b).map_err(|e| e.to_string())
+            })
+            .await?;
             w.finish().map_err(|e| io(&e))?;
         }
         OutputFormat::Parquet => {
@@ -148,14 +144,30 @@ pub async fn write_results(
                 .build();
             let mut w = parquet::arrow::ArrowWriter::try_new(out, stream.schema(), Some(props))
                 .map_err(|e| io(&e))?;
-            while let Some(b) = stream.next().await {
-                let b = b?;
-                rows += b.num_rows() as u64;
-                w.write(&b).map_err(|e| io(&e))?;
-                progress(rows);
-            }
+            rows = drain(&mut stream, progress, |b| {
+                w.write(b).map_err(|e| e.to_string())
+            })
+            .await?;
             w.close().map_err(|e| io(&e))?;
         }
+    }
+    Ok(rows)
+}
+
+/// Hands every batch of `stream` to `write` (whose error is an output
+/// error), reporting the running row count
+/// to `progress`; returns the rows seen.
+async fn drain(
+    stream: &mut SendableRecordBatchStream,
+    progress: &dyn Fn(u64),
+    mut write: impl FnMut(&RecordBatch) -> Result<(), String>,
+) -> Result<u64, QueryError> {
+    let mut rows = 0u64;
+    while let Some(b) = stream.next().await {
+        let b = b?;
+        rows += b.num_rows() as u64;
+        write(&b).map_err(QueryError::Output)?;
+        progress(rows);
     }
     Ok(rows)
 }
