@@ -2,15 +2,17 @@
 //! are validated here by `value_parser`s, so a bad flag is a usage error
 //! (exit 2) that names it; the commands receive checked values.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::NaiveDate;
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{parse_duration, parse_ratio};
+use crate::config::{parse_bytes, parse_duration, parse_ratio};
 use crate::gen::Format;
 use crate::pipeline::decode::DEFAULT_MAX_LINE_BYTES;
+use crate::pipeline::kafka::parse_setting;
 use crate::pipeline::sessionize::DEFAULT_MAX_OPEN_SESSIONS;
 use crate::query::export::{Breakdown, Granularity, TrendGroup, View};
 use crate::query::OutputFormat;
@@ -37,7 +39,8 @@ pub struct Cli {
 pub enum Command {
     /// Generate realistic registry request events (JSON lines), deterministically.
     Gen(GenArgs),
-    /// Ingest request events into the pulls table.
+    /// Ingest request events into the pulls table: from a file, or as a
+    /// daemon consuming a Kafka topic (--brokers, --topic).
     Ingest(IngestArgs),
     /// Run SQL over the pulls table (registered as `pulls`).
     Sql(SqlArgs),
@@ -47,6 +50,24 @@ pub enum Command {
     Query(QueryArgs),
     /// Generate a sample, ingest it into a local table and summarise it.
     Demo(DemoArgs),
+    /// Send request events (JSON lines) to a Kafka topic, keyed by client IP.
+    Produce(ProduceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    /// Kafka bootstrap servers, HOST:PORT[,HOST:PORT…].
+    #[arg(long, env = "PULLSTATS_BROKERS")]
+    pub brokers: String,
+    /// The topic to write to.
+    #[arg(long, env = "PULLSTATS_TOPIC")]
+    pub topic: String,
+    /// Events to send, one per line (`-` for stdin).
+    #[arg(long, default_value = "-")]
+    pub from_file: PathBuf,
+    /// A librdkafka setting, key=value (repeatable).
+    #[arg(short = 'X', long = "kafka-setting", value_parser = parse_setting)]
+    pub settings: Vec<(String, String)>,
 }
 
 #[derive(Debug, Args)]
@@ -128,17 +149,28 @@ impl EnrichArgs {
 pub struct IngestArgs {
     /// Read events from this file (`-` for stdin): flat JSON lines and/or
     /// distribution notification envelopes, detected per line.
-    #[arg(long, env = "PULLSTATS_FROM_FILE")]
-    pub from_file: PathBuf,
+    #[arg(
+        long,
+        env = "PULLSTATS_FROM_FILE",
+        required_unless_present = "brokers",
+        conflicts_with = "brokers"
+    )]
+    pub from_file: Option<PathBuf>,
+    /// TOML file of settings (keys are the long flag names; see README).
+    /// Flags and environment variables take precedence over it.
+    #[arg(long, env = "PULLSTATS_CONFIG")]
+    pub config: Option<PathBuf>,
     /// The pulls table directory (created if missing).
     #[arg(long, env = "PULLSTATS_TABLE")]
     pub table: PathBuf,
     /// Dead-letter file for bad lines (JSON lines); default `<table>.dead-letter.jsonl`.
-    #[arg(long, env = "PULLSTATS_DEAD_LETTER")]
+    #[arg(long, env = "PULLSTATS_DEAD_LETTER", conflicts_with = "brokers")]
     pub dead_letter: Option<PathBuf>,
-    /// Longest accepted input line in bytes; longer lines are dead-lettered.
-    #[arg(long, env = "PULLSTATS_MAX_LINE_BYTES", default_value_t = DEFAULT_MAX_LINE_BYTES)]
+    /// Longest accepted input line or Kafka message in bytes; longer ones are dead-lettered.
+    #[arg(long, visible_alias = "max-message-bytes", env = "PULLSTATS_MAX_LINE_BYTES", default_value_t = DEFAULT_MAX_LINE_BYTES)]
     pub max_line_bytes: usize,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
     /// Never draw a progress bar (it is drawn only on a terminal anyway).
     #[arg(long)]
     pub no_progress: bool,
@@ -148,6 +180,72 @@ pub struct IngestArgs {
     pub enrich: EnrichArgs,
     #[command(flatten)]
     pub privacy: PrivacyArgs,
+}
+
+/// Where a partition that the table has never seen starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StartOffset {
+    Earliest,
+    Latest,
+}
+
+/// The daemon: consume a Kafka topic (see README, "Streaming ingest").
+#[derive(Debug, Args, Clone)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers, HOST:PORT[,HOST:PORT…]: run as a daemon
+    /// consuming --topic until SIGTERM / Ctrl-C.
+    #[arg(long, env = "PULLSTATS_BROKERS", requires = "topic")]
+    pub brokers: Option<String>,
+    /// Topic of registry request events. Key its messages by client IP so
+    /// that the requests of one pull share a partition.
+    #[arg(long, env = "PULLSTATS_TOPIC", requires = "brokers")]
+    pub topic: Option<String>,
+    /// Consumer group: daemons with the same group share the partitions.
+    #[arg(long, env = "PULLSTATS_GROUP", default_value = "pullstats")]
+    pub group: String,
+    /// Dead-letter topic; default `<topic>.dlq`.
+    #[arg(long, env = "PULLSTATS_DLQ_TOPIC")]
+    pub dlq_topic: Option<String>,
+    /// A librdkafka setting, key=value (repeatable), e.g. -X security.protocol=SASL_SSL.
+    #[arg(short = 'X', long = "kafka-setting", env = "PULLSTATS_KAFKA_SETTINGS", value_delimiter = ',', value_parser = parse_setting)]
+    pub settings: Vec<(String, String)>,
+    /// Where a partition that the table has never seen starts.
+    #[arg(long, env = "PULLSTATS_START_OFFSET", value_enum, default_value_t = StartOffset::Earliest)]
+    pub start_offset: StartOffset,
+    /// Commit at least this often: a quiet topic still lands within it.
+    #[arg(long, env = "PULLSTATS_FLUSH_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub flush_interval: Duration,
+    /// Commit once this many actions are waiting.
+    #[arg(long, env = "PULLSTATS_FLUSH_ROWS", default_value_t = 1_000_000)]
+    pub flush_rows: u64,
+    /// Commit once this many bytes of messages were consumed since the last commit.
+    #[arg(long, env = "PULLSTATS_FLUSH_BYTES", default_value = "256MiB", value_parser = parse_bytes)]
+    pub flush_bytes: u64,
+    /// Close the open sessions of a partition that is caught up and has
+    /// been silent this long (wall clock), so its last pulls land.
+    #[arg(long, env = "PULLSTATS_IDLE_CLOSE", default_value = "60s", value_parser = parse_duration)]
+    pub idle_close: Duration,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, env = "PULLSTATS_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// On SIGTERM / Ctrl-C, give the final commit this long; past it the
+    /// daemon exits 1 and the uncommitted work is redone on restart.
+    #[arg(long, env = "PULLSTATS_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+impl KafkaArgs {
+    /// The defaults, for commands that ingest a file (no daemon).
+    pub fn unused() -> Self {
+        use clap::FromArgMatches;
+        let command = Self::augment_args(clap::Command::new("pullstats").ignore_errors(true));
+        let matches = command.get_matches_from(["pullstats"]);
+        let mut args =
+            Self::from_arg_matches(&matches).unwrap_or_else(|_| unreachable!("defaults parse"));
+        args.brokers = None;
+        args.topic = None;
+        args
+    }
 }
 
 #[derive(Debug, Args)]

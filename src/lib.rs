@@ -25,6 +25,7 @@ pub mod cmd;
 pub mod config;
 pub mod event;
 pub mod gen;
+pub mod metrics;
 pub mod pipeline;
 pub mod query;
 pub mod schema;

@@ -12,7 +12,12 @@ use pullstats::cli::{Cli, Command};
 use pullstats::cmd;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Err(e) = pullstats::config::apply_config_file(&args) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let cli = Cli::parse_from(args);
     init_tracing(cli.verbose, cli.quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -27,11 +32,12 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Gen(args) => cmd::gen::run(args),
-            Command::Ingest(args) => cmd::ingest::run(args).await.map(|_| ()),
+            Command::Ingest(args) => cmd::ingest::run(args).await,
             Command::Sql(args) => cmd::sql::run(args).await,
             Command::Export(args) => cmd::export::run(args).await,
             Command::Query(args) => cmd::query::run(args).await,
             Command::Demo(args) => cmd::demo::run(args).await,
+            Command::Produce(args) => cmd::produce::run(args),
         }
     });
     match result {

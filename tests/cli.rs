@@ -1,6 +1,7 @@
 //! End-to-end tests of the `pullstats` binary: gen → ingest → Delta → sql.
 
 mod helpers;
+mod kafka;
 
 use std::collections::HashMap;
 

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 
-use crate::cli::{DemoArgs, EnrichArgs, IngestArgs, PrivacyArgs, SessionArgs};
+use crate::cli::{DemoArgs, EnrichArgs, IngestArgs, KafkaArgs, PrivacyArgs, SessionArgs};
 use crate::gen::{generate, Format, GenConfig};
 use crate::pipeline::decode::DEFAULT_MAX_LINE_BYTES;
 use crate::pipeline::sessionize::SessionConfig;
@@ -43,7 +43,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let defaults = SessionConfig::default();
     let ingest_args = IngestArgs {
-        from_file: events.clone(),
+        from_file: Some(events.clone()),
+        config: None,
+        kafka: KafkaArgs::unused(),
         table: table.clone(),
         dead_letter: None,
         max_line_bytes: DEFAULT_MAX_LINE_BYTES,
@@ -65,7 +67,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             insecure_default_key: true,
         },
     };
-    let report = crate::cmd::ingest::run(ingest_args).await?;
+    let report = crate::cmd::ingest::run_file(ingest_args).await?;
     if report.stats.actions != generated.actions() {
         bail!(
             "ingest found {} actions where the generator intended {}",

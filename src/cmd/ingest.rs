@@ -53,7 +53,16 @@ pub fn default_dead_letter_path(table: &Path) -> PathBuf {
     table::beside(table, ".dead-letter.jsonl")
 }
 
-pub async fn run(args: IngestArgs) -> anyhow::Result<IngestReport> {
+/// `pullstats ingest`: the daemon when --brokers is given, else a file.
+pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
+    if args.kafka.brokers.is_some() {
+        return crate::cmd::daemon::run(args).await;
+    }
+    run_file(args).await.map(|_| ())
+}
+
+/// Ingests `--from-file` and prints the summary.
+pub async fn run_file(args: IngestArgs) -> anyhow::Result<IngestReport> {
     let report = ingest(&args).await?;
     println!("{}", report.stats.summary_line());
     if report.dead_letters > 0 {
@@ -73,7 +82,11 @@ pub async fn ingest(args: &IngestArgs) -> anyhow::Result<IngestReport> {
         args.privacy.insecure_default_key,
     )?;
     let data = args.enrich.sources().load()?;
-    let (input, size, source) = open_input(&args.from_file)?;
+    let from_file = args
+        .from_file
+        .as_deref()
+        .context("nothing to ingest: give --from-file or --brokers and --topic")?;
+    let (input, size, source) = open_input(from_file)?;
     let table = table::open_or_create(&args.table, TableKind::Pulls).await?;
     let mut writer = TableWriter::new(&args.table, table)?;
     let rejected_path = table::rejected_path(&args.table);
@@ -131,18 +144,21 @@ pub async fn ingest(args: &IngestArgs) -> anyhow::Result<IngestReport> {
 
     let metadata = HashMap::from([(
         "pullstats".to_owned(),
-        json!({ "run": run_id, "source": args.from_file.display().to_string(), "stats": stats }),
+        json!({ "run": run_id, "source": from_file.display().to_string(), "stats": stats }),
     )]);
     let version = writer
-        .commit(metadata.clone())
+        .commit(metadata.clone(), Vec::new())
         .await
         .context("committing to the table failed; nothing was committed")?;
-    rejected_writer.commit(metadata).await.with_context(|| {
-        format!(
+    rejected_writer
+        .commit(metadata, Vec::new())
+        .await
+        .with_context(|| {
+            format!(
             "the actions were committed (version {version:?}) but the rejected counts were not; \
              they are in the summary line above"
         )
-    })?;
+        })?;
     tracing::info!(
         elapsed_s = format!("{:.2}", started.elapsed().as_secs_f64()),
         lines_per_s = format!("{:.0}", stats.lines as f64 / started.elapsed().as_secs_f64().max(1e-9)),

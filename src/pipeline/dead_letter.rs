@@ -41,9 +41,10 @@ pub struct DeadLetter<'a> {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot write dead letters to {path}: {source}")]
+#[error("cannot write dead letters to {sink}: {source}")]
 pub struct DeadLetterError {
-    pub path: PathBuf,
+    /// The file or topic.
+    pub sink: String,
     #[source]
     pub source: std::io::Error,
 }
@@ -90,7 +91,7 @@ impl FileDeadLetters {
 
     fn err(&self, source: std::io::Error) -> DeadLetterError {
         DeadLetterError {
-            path: self.path.clone(),
+            sink: self.path.display().to_string(),
             source,
         }
     }

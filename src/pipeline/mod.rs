@@ -10,14 +10,21 @@
 //! Every stage here is a plain `&mut self` call with no I/O but the dead
 //! letter sink, so the whole path is testable without tokio and runs on one
 //! thread while the async writer encodes Parquet on another.
+//!
+//! Sessions are kept per *lane*: a file is one lane, each Kafka partition is
+//! its own. A lane's sessionizer state can be snapshot and restored on its
+//! own, so a partition can move between daemons and resume exactly where its
+//! last commit left it, while enrichment caches and batch builders are shared.
 
 pub mod dead_letter;
 pub mod decode;
 pub mod enrich;
+pub mod kafka;
 pub mod sessionize;
 pub mod source;
 
 use std::collections::{BTreeMap, HashMap};
+use std::mem;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int32Builder, Int64Builder, RecordBatch, StringBuilder};
@@ -29,7 +36,10 @@ use crate::schema::{day_of, rejected_schema, ActionBatchBuilder};
 use dead_letter::{DeadLetter, DeadLetterError, DeadLetterSink, Position};
 use decode::Decoder;
 use enrich::ActionEnricher;
-use sessionize::{SessionConfig, Sessionizer};
+use sessionize::{SessionConfig, Sessionizer, SessionizerState};
+
+/// A stream with its own sessions: a Kafka partition, or 0 for a file.
+pub type Lane = i32;
 
 /// Actions per record batch handed to the writer.
 pub const BATCH_ROWS: usize = 64 * 1024;
@@ -115,7 +125,11 @@ struct RejectedKey {
 /// Decode → sessionize → enrich → batch, for one input stream.
 pub struct Pipeline {
     decoder: Decoder,
-    sessionizer: Sessionizer,
+    session: SessionConfig,
+    lanes: BTreeMap<Lane, Sessionizer>,
+    /// Whether requests that form no action are counted (off while a Kafka
+    /// partition replays offsets whose counts were already committed).
+    count_rejected: bool,
     enricher: ActionEnricher,
     builder: ActionBatchBuilder,
     events: Vec<RequestEvent>,
@@ -136,7 +150,9 @@ impl Pipeline {
     pub fn new(max_line_bytes: usize, session: SessionConfig, enricher: ActionEnricher) -> Self {
         Self {
             decoder: Decoder::new(max_line_bytes),
-            sessionizer: Sessionizer::new(session),
+            session,
+            lanes: BTreeMap::new(),
+            count_rejected: true,
             enricher,
             builder: ActionBatchBuilder::new(),
             events: Vec::new(),
@@ -151,15 +167,36 @@ impl Pipeline {
 
     pub fn stats(&self) -> IngestStats {
         let mut s = self.stats.clone();
-        let ss = self.sessionizer.stats();
-        s.late = ss.late;
-        s.evicted_sessions = ss.evicted;
+        let (late, evicted) = self
+            .lanes
+            .values()
+            .map(|l| l.stats())
+            .fold((0, 0), |(l, e), st| (l + st.late, e + st.evicted));
+        s.late = late;
+        s.evicted_sessions = evicted;
         s
     }
 
-    /// Feeds one input line.
+    /// Sessions open over all lanes (a gauge for metrics).
+    pub fn open_sessions(&self) -> usize {
+        self.lanes.values().map(|l| l.open_sessions()).sum()
+    }
+
+    /// Feeds one input line of a file (lane 0).
     pub fn push_line(
         &mut self,
+        line: &[u8],
+        source: &str,
+        position: Position,
+        dead: &mut dyn DeadLetterSink,
+    ) -> Result<(), PipelineError> {
+        self.push_line_in(0, line, source, position, dead)
+    }
+
+    /// Feeds one input line (or Kafka message) of `lane`.
+    pub fn push_line_in(
+        &mut self,
+        lane: Lane,
         line: &[u8],
         source: &str,
         position: Position,
@@ -170,7 +207,64 @@ impl Pipeline {
         if let Err(e) = result {
             self.reject(&e.to_string(), line, source, position, dead)?;
         }
-        self.feed_events()
+        self.feed_events(lane)
+    }
+
+    /// Whether non-action requests are counted from now on (see the field).
+    pub fn set_count_rejected(&mut self, on: bool) {
+        self.count_rejected = on;
+    }
+
+    /// Starts `lane` from a saved state (a fresh lane when `None`),
+    /// replacing any sessions it had.
+    pub fn restore_lane(&mut self, lane: Lane, state: Option<SessionizerState>) {
+        let sessionizer = match state {
+            Some(state) => Sessionizer::restore(self.session, state),
+            None => Sessionizer::new(self.session),
+        };
+        self.lanes.insert(lane, sessionizer);
+    }
+
+    /// Whether `lane` has open sessions or undecided requests.
+    pub fn lane_has_sessions(&self, lane: Lane) -> bool {
+        self.lanes
+            .get(&lane)
+            .is_some_and(|s| s.open_sessions() + s.pending_events() > 0)
+    }
+
+    /// The state to save for `lane` at a commit (`None`: no such lane).
+    pub fn snapshot_lane(&self, lane: Lane) -> Option<SessionizerState> {
+        self.lanes.get(&lane).map(Sessionizer::snapshot)
+    }
+
+    /// Closes every session of `lane` (the partition has gone quiet); the
+    /// lane stays, empty, with its watermark.
+    pub fn close_lane(&mut self, lane: Lane) -> Result<(), PipelineError> {
+        if let Some(sessionizer) = self.lanes.get_mut(&lane) {
+            sessionizer.finish(&mut self.actions);
+        }
+        self.drain_actions()
+    }
+
+    /// Forgets everything not yet handed out: every lane, pending batches and
+    /// counts. Used when uncommitted work is abandoned (a rebalance, a lost
+    /// commit) and will be redone from the table's last commit.
+    pub fn discard(&mut self) {
+        self.lanes.clear();
+        self.actions.clear();
+        self.ready.clear();
+        self.rejected.clear();
+        self.rejected_ready.clear();
+        self.builder = ActionBatchBuilder::new();
+    }
+
+    /// Seals what has been built so far into batches (closed actions and
+    /// rejected counts), without closing any session: the cut before a commit.
+    pub fn flush_batches(&mut self) -> Result<(), PipelineError> {
+        if !self.builder.is_empty() {
+            self.ready.push(self.builder.finish()?);
+        }
+        self.seal_rejected()
     }
 
     /// Counts a line that was rejected before decoding (see [`Self::reject`]).
@@ -204,8 +298,13 @@ impl Pipeline {
         Ok(())
     }
 
-    fn feed_events(&mut self) -> Result<(), PipelineError> {
-        let mut events = std::mem::take(&mut self.events);
+    fn feed_events(&mut self, lane: Lane) -> Result<(), PipelineError> {
+        let mut events = mem::take(&mut self.events);
+        let session = self.session;
+        let sessionizer = self
+            .lanes
+            .entry(lane)
+            .or_insert_with(|| Sessionizer::new(session));
         for event in events.drain(..) {
             self.stats.requests += 1;
             let reason = match event.kind {
@@ -227,21 +326,26 @@ impl Pipeline {
                     "non_2xx"
                 }
                 RequestKind::Manifest => {
-                    self.sessionizer.push(event, &mut self.actions);
+                    sessionizer.push(event, &mut self.actions);
                     continue;
                 }
             };
-            self.count_rejected(&event, reason)?;
+            if self.count_rejected {
+                Self::count_rejected(&mut self.rejected, &event, reason);
+            }
+        }
+        if self.rejected.len() >= MAX_REJECTED_KEYS {
+            self.seal_rejected()?;
         }
         self.events = events;
         self.drain_actions()
     }
 
     fn count_rejected(
-        &mut self,
+        rejected: &mut HashMap<RejectedKey, u64>,
         e: &RequestEvent,
         reason: &'static str,
-    ) -> Result<(), PipelineError> {
+    ) {
         let key = RejectedKey {
             day: e.timestamp.div_euclid(MICROS_PER_DAY),
             namespace: e.namespace.clone(),
@@ -249,11 +353,7 @@ impl Pipeline {
             status: e.status,
             reason,
         };
-        *self.rejected.entry(key).or_default() += 1;
-        if self.rejected.len() >= MAX_REJECTED_KEYS {
-            self.seal_rejected()?;
-        }
-        Ok(())
+        *rejected.entry(key).or_default() += 1;
     }
 
     fn seal_rejected(&mut self) -> Result<(), PipelineError> {
@@ -300,7 +400,7 @@ impl Pipeline {
 
     /// Batches of the `rejected` table completed so far.
     pub fn take_rejected(&mut self) -> Vec<RecordBatch> {
-        std::mem::take(&mut self.rejected_ready)
+        mem::take(&mut self.rejected_ready)
     }
 
     fn drain_actions(&mut self) -> Result<(), PipelineError> {
@@ -322,18 +422,17 @@ impl Pipeline {
 
     /// Batches completed so far.
     pub fn take_ready(&mut self) -> Vec<RecordBatch> {
-        std::mem::take(&mut self.ready)
+        mem::take(&mut self.ready)
     }
 
     /// Ends the input: decides every pending request, closes every session
     /// and seals the rejected counts; the remaining batches are then in
     /// [`Self::take_ready`] and [`Self::take_rejected`].
     pub fn finish(&mut self) -> Result<(), PipelineError> {
-        self.sessionizer.finish(&mut self.actions);
-        self.drain_actions()?;
-        if !self.builder.is_empty() {
-            self.ready.push(self.builder.finish()?);
+        for sessionizer in self.lanes.values_mut() {
+            sessionizer.finish(&mut self.actions);
         }
-        self.seal_rejected()
+        self.drain_actions()?;
+        self.flush_batches()
     }
 }

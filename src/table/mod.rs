@@ -6,14 +6,21 @@
 //! [`MAX_WINDOW_ROWS`] so memory stays bounded whatever the input size, and
 //! commits every file in one Delta commit at the end: a reader sees all of an
 //! ingest or none of it, and a failed ingest leaves no partial data behind.
+//!
+//! A commit may carry Delta application transactions (`txn` actions): the
+//! daemon records each Kafka partition's next offset there, so the offsets
+//! land atomically with the data, and Delta's conflict check fences a
+//! writer that lost a partition (see [`TableError::is_conflict`]).
+
+pub mod sessions;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use arrow::array::RecordBatch;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
-use deltalake::kernel::{Action, StructType};
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
+use deltalake::kernel::{Action, StructType, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableError};
@@ -99,6 +106,23 @@ pub enum TableError {
     },
 }
 
+impl TableError {
+    /// Whether the error is a lost race for a Kafka partition: another
+    /// writer committed an offset for one of the partitions this commit
+    /// covers since this writer read it.
+    pub fn is_conflict(&self) -> bool {
+        matches!(
+            self,
+            TableError::Delta {
+                source: DeltaTableError::Transaction {
+                    source: TransactionError::CommitConflict(_)
+                },
+                ..
+            }
+        )
+    }
+}
+
 fn delta(path: &Path) -> impl FnOnce(DeltaTableError) -> TableError + '_ {
     move |source| TableError::Delta {
         path: path.to_owned(),
@@ -152,15 +176,21 @@ pub async fn open_or_create(path: &Path, kind: TableKind) -> Result<DeltaTable, 
         .as_ref()
         .try_into_kernel()
         .map_err(|e| delta(path)(DeltaTableError::from(e)))?;
-    table
+    let created = table
         .create()
         .with_table_name(kind.name())
         .with_comment(kind.comment())
         .with_columns(schema.fields().cloned())
         .with_partition_columns([PARTITION_COLUMN])
         .with_save_mode(SaveMode::ErrorIfExists)
-        .await
-        .map_err(delta(path))
+        .await;
+    match created {
+        Ok(table) => Ok(table),
+        // Another process (a second daemon starting at the same moment)
+        // created it first: use theirs.
+        Err(_) if path.join("_delta_log").is_dir() => open(path, kind).await,
+        Err(e) => Err(delta(path)(e)),
+    }
 }
 
 fn check_schema(path: &Path, kind: TableKind, table: &DeltaTable) -> Result<(), TableError> {
@@ -195,15 +225,19 @@ pub struct TableWriter {
     adds: Vec<Action>,
 }
 
+fn batch_writer(path: &Path, table: &DeltaTable) -> Result<RecordBatchWriter, TableError> {
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .build();
+    Ok(RecordBatchWriter::for_table(table)
+        .map_err(delta(path))?
+        .with_writer_properties(props))
+}
+
 impl TableWriter {
     pub fn new(path: &Path, table: DeltaTable) -> Result<Self, TableError> {
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .build();
-        let writer = RecordBatchWriter::for_table(&table)
-            .map_err(delta(path))?
-            .with_writer_properties(props);
+        let writer = batch_writer(path, &table)?;
         Ok(Self {
             path: path.to_owned(),
             table,
@@ -211,6 +245,51 @@ impl TableWriter {
             window_rows: 0,
             adds: Vec::new(),
         })
+    }
+
+    /// The table as of the last commit (or as given to [`Self::rebase`]).
+    pub fn table(&self) -> &DeltaTable {
+        &self.table
+    }
+
+    /// Drops whatever was written and not committed (deleting its files) and
+    /// continues from `table`: the snapshot whose offsets the caller read, so
+    /// the next commit is checked for conflicts against exactly that.
+    pub async fn rebase(&mut self, table: DeltaTable) -> Result<(), TableError> {
+        self.abort().await?;
+        self.writer = batch_writer(&self.path, &table)?;
+        self.table = table;
+        Ok(())
+    }
+
+    /// Deletes the files written since the last commit and forgets the
+    /// rows still buffered. Nothing references those files, so a crash
+    /// before this runs leaves only unreferenced files for `vacuum`.
+    pub async fn abort(&mut self) -> Result<(), TableError> {
+        let mut adds = std::mem::take(&mut self.adds);
+        // Flushing writes the buffered rows out so that they can be deleted
+        // with the rest; a fresh writer would leak nothing either, but this
+        // keeps one path for both.
+        let buffered = self.writer.flush().await.map_err(delta(&self.path))?;
+        adds.extend(buffered.into_iter().map(Action::Add));
+        self.window_rows = 0;
+        let root = table_url(&self.path, false)?;
+        for action in adds {
+            if let Action::Add(add) = action {
+                let file = root
+                    .join(&add.path)
+                    .ok()
+                    .and_then(|u| u.to_file_path().ok());
+                let removed = match &file {
+                    Some(f) => std::fs::remove_file(f).map_err(|e| e.to_string()),
+                    None => Err("not a local path".to_owned()),
+                };
+                if let Err(e) = removed {
+                    tracing::warn!(file = %add.path, "cannot delete an uncommitted file: {e}");
+                }
+            }
+        }
+        Ok(())
     }
 
     pub async fn write(&mut self, batch: RecordBatch) -> Result<(), TableError> {
@@ -234,14 +313,16 @@ impl TableWriter {
     }
 
     /// Commits every file written, with `metadata` recorded in the commit
-    /// info. Returns the new table version, or `None` when nothing was
-    /// written.
+    /// info and `txns` as application transactions. Returns the new table
+    /// version, or `None` when there was nothing to commit. The writer then
+    /// continues from the new version.
     pub async fn commit(
-        mut self,
+        &mut self,
         metadata: HashMap<String, Value>,
+        txns: Vec<Transaction>,
     ) -> Result<Option<u64>, TableError> {
         self.seal().await?;
-        if self.adds.is_empty() {
+        if self.adds.is_empty() && txns.is_empty() {
             return Ok(None);
         }
         let path = self.path.clone();
@@ -251,11 +332,29 @@ impl TableWriter {
             partition_by: Some(vec![PARTITION_COLUMN.to_owned()]),
             predicate: None,
         };
-        let finalized = CommitBuilder::from(CommitProperties::default().with_metadata(metadata))
-            .with_actions(std::mem::take(&mut self.adds))
+        let properties = CommitProperties::default()
+            .with_metadata(metadata)
+            .with_application_transactions(txns);
+        let result = CommitBuilder::from(properties)
+            .with_actions(self.adds.clone())
             .build(Some(snapshot), self.table.log_store(), operation)
+            .await;
+        let version = match result {
+            Ok(finalized) => finalized.version(),
+            Err(e) => {
+                let error = delta(&path)(e);
+                if error.is_conflict() {
+                    // Nobody will ever reference these files.
+                    let _ = self.abort().await;
+                }
+                return Err(error);
+            }
+        };
+        self.adds.clear();
+        self.table
+            .update_incremental(Some(version))
             .await
             .map_err(delta(&path))?;
-        Ok(Some(finalized.version()))
+        Ok(Some(version))
     }
 }

@@ -1,0 +1,248 @@
+//! Prometheus metrics of the ingest daemon, served as text on
+//! `--metrics-addr` (`GET /metrics`).
+//!
+//! Plain atomics written by the consumer thread and read by a tiny HTTP
+//! responder: no metrics framework, because a dozen series do not need one.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Upper bounds (seconds) of the commit latency histogram.
+const COMMIT_BUCKETS_S: [f64; 9] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub messages_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub requests: AtomicU64,
+    pub actions_out: AtomicU64,
+    pub bad: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub commits: AtomicU64,
+    pub commit_conflicts: AtomicU64,
+    pub aborted_epochs: AtomicU64,
+    pub rebalances: AtomicU64,
+    /// Gauges.
+    pub late: AtomicU64,
+    pub open_sessions: AtomicU64,
+    pub assigned_partitions: AtomicU64,
+    commit_latency: Mutex<Histogram>,
+    lag: Mutex<BTreeMap<i32, i64>>,
+}
+
+#[derive(Debug, Default)]
+struct Histogram {
+    counts: [u64; COMMIT_BUCKETS_S.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Metrics {
+    pub fn observe_commit(&self, took: Duration) {
+        let s = took.as_secs_f64();
+        if let Ok(mut h) = self.commit_latency.lock() {
+            for (i, bound) in COMMIT_BUCKETS_S.iter().enumerate() {
+                if s <= *bound {
+                    h.counts[i] += 1;
+                }
+            }
+            h.count += 1;
+            h.sum += s;
+        }
+    }
+
+    /// Replaces the per-partition lag (messages behind the high watermark).
+    pub fn set_lag(&self, lag: BTreeMap<i32, i64>) {
+        if let Ok(mut l) = self.lag.lock() {
+            *l = lag;
+        }
+    }
+
+    /// The Prometheus text exposition of every series.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let counters: [(&str, &str, &AtomicU64); 10] = [
+            (
+                "pullstats_messages_total",
+                "Kafka messages consumed",
+                &self.messages_in,
+            ),
+            (
+                "pullstats_bytes_total",
+                "Bytes of Kafka message values consumed",
+                &self.bytes_in,
+            ),
+            (
+                "pullstats_requests_total",
+                "Registry requests decoded",
+                &self.requests,
+            ),
+            (
+                "pullstats_actions_total",
+                "Pull actions built",
+                &self.actions_out,
+            ),
+            (
+                "pullstats_bad_messages_total",
+                "Messages that could not be decoded",
+                &self.bad,
+            ),
+            (
+                "pullstats_dead_letters_total",
+                "Messages sent to the dead-letter topic",
+                &self.dead_lettered,
+            ),
+            (
+                "pullstats_commits_total",
+                "Delta commits of the pulls table",
+                &self.commits,
+            ),
+            (
+                "pullstats_commit_conflicts_total",
+                "Commits refused because another writer took a partition",
+                &self.commit_conflicts,
+            ),
+            (
+                "pullstats_aborted_epochs_total",
+                "Uncommitted work dropped and redone from the table",
+                &self.aborted_epochs,
+            ),
+            (
+                "pullstats_rebalances_total",
+                "Consumer group rebalances seen",
+                &self.rebalances,
+            ),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+        let gauges: [(&str, &str, &AtomicU64); 3] = [
+            (
+                "pullstats_late_requests",
+                "Requests counted as late, over the partitions held (since each partition began)",
+                &self.late,
+            ),
+            (
+                "pullstats_open_sessions",
+                "Sessions open in the sessionizers",
+                &self.open_sessions,
+            ),
+            (
+                "pullstats_assigned_partitions",
+                "Partitions this daemon holds",
+                &self.assigned_partitions,
+            ),
+        ];
+        for (name, help, v) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+        if let Ok(h) = self.commit_latency.lock() {
+            let name = "pullstats_commit_seconds";
+            let _ = writeln!(
+                out,
+                "# HELP {name} Latency of a Delta commit (both tables)\n# TYPE {name} histogram"
+            );
+            for (bound, n) in COMMIT_BUCKETS_S.iter().zip(h.counts) {
+                let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {n}");
+            }
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"+Inf\"}} {}\n{name}_sum {}\n{name}_count {}",
+                h.count, h.sum, h.count
+            );
+        }
+        if let Ok(lag) = self.lag.lock() {
+            let name = "pullstats_consumer_lag";
+            let _ = writeln!(
+                out,
+                "# HELP {name} Messages behind the partition's high watermark\n# TYPE {name} gauge"
+            );
+            for (p, l) in lag.iter() {
+                let _ = writeln!(out, "{name}{{partition=\"{p}\"}} {l}");
+            }
+        }
+        out
+    }
+}
+
+/// Serves `GET /metrics` (anything else: 404) until the task is dropped.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = TcpListener::bind(addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "metrics at http://{}/metrics", listener.local_addr()?);
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                continue;
+            };
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let n = match tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buf))
+                    .await
+                {
+                    Ok(Ok(n)) => n,
+                    _ => return,
+                };
+                let request = String::from_utf8_lossy(&buf[..n]);
+                let response = if request.starts_with("GET /metrics") {
+                    let body = metrics.render();
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                } else {
+                    "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        .to_owned()
+                };
+                let _ = socket.write_all(response.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        m.messages_in.fetch_add(3, Ordering::Relaxed);
+        m.observe_commit(Duration::from_millis(30));
+        m.set_lag(BTreeMap::from([(0, 5), (1, 0)]));
+        let text = m.render();
+        assert!(text.contains("pullstats_messages_total 3"), "{text}");
+        assert!(
+            text.contains("pullstats_commit_seconds_bucket{le=\"0.025\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pullstats_commit_seconds_bucket{le=\"0.05\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("pullstats_commit_seconds_count 1"), "{text}");
+        assert!(
+            text.contains("pullstats_consumer_lag{partition=\"0\"} 5"),
+            "{text}"
+        );
+    }
+}

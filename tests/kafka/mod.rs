@@ -1,0 +1,798 @@
+//! The streaming daemon against a real Kafka-compatible broker (tansu),
+//! started by the harness on a free loopback port for each test. Each test
+//! has its own broker, topic, consumer group and tables.
+//!
+//! The reference for every check is `ingest --from-file` over the same
+//! events: the daemon's table must hold exactly the same actions.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+use crate::helpers::*;
+use pullstats::cmd::daemon::{offset_app_id, state_app_id};
+use pullstats::table::sessions::SessionStore;
+
+/// Every column of the pulls table, for comparing two tables row by row.
+const ALL_ROWS: &str =
+    "SELECT action, action_day, timestamp, namespace, repository, reference, tag, \
+    digest, http_method, country, host, type, domain, user_agent_tool, user_agent_version, owner, \
+    ip_hash, os, arch, user_agent_product, requests, late FROM pulls \
+    ORDER BY timestamp, ip_hash, namespace, repository, reference, action, requests, http_method";
+const REJECTED_ROWS: &str =
+    "SELECT action_day, namespace, repository, status, reason, SUM(requests) AS n \
+    FROM rejected GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5";
+
+fn tansu() -> PathBuf {
+    if let Some(p) = std::env::var_os("TANSU") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let cargo_bin = home.join(".cargo/bin/tansu");
+    assert!(
+        cargo_bin.exists(),
+        "the Kafka tests need the tansu broker: cargo install tansu --locked --features dynostore,libsql (or set TANSU)"
+    );
+    cargo_bin
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// A tansu broker on a loopback port, stopped on drop.
+pub struct Broker {
+    pub port: u16,
+    storage: String,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Broker {
+    /// In memory (fast; lost when stopped).
+    pub fn memory(dir: &Path) -> Self {
+        Self::start(dir, "memory://tansu/".into())
+    }
+
+    /// In SQLite under `dir` (survives a restart).
+    pub fn sqlite(dir: &Path) -> Self {
+        Self::start(dir, "sqlite://broker.db".into())
+    }
+
+    fn start(dir: &Path, storage: String) -> Self {
+        let mut b = Self {
+            port: free_port(),
+            storage,
+            dir: dir.to_owned(),
+            child: None,
+        };
+        b.restart();
+        b
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn restart(&mut self) {
+        let url = format!("tcp://{}", self.addr());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("broker.log"))
+            .expect("broker log");
+        let child = Command::new(tansu())
+            .current_dir(&self.dir)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", &self.storage])
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start tansu");
+        self.child = Some(child);
+        wait_until(Duration::from_secs(30), "the broker to listen", || {
+            std::net::TcpStream::connect(self.addr()).is_ok()
+        });
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn create_topic(&self, topic: &str, partitions: u32) {
+        let out = Command::new(tansu())
+            .args([
+                "topic",
+                "create",
+                "--broker",
+                &format!("tcp://{}", self.addr()),
+            ])
+            .args(["--partitions", &partitions.to_string(), topic])
+            .output()
+            .expect("tansu topic create");
+        assert!(
+            out.status.success(),
+            "topic create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The end offset (last offset + 1) of each partition, found by reading
+    /// the topic until `total` messages were seen. Not from ListOffsets:
+    /// tansu 0.6 answers it with the last *batch's* base offset + 1 (see
+    /// README, "Streaming ingest", for the reproduction).
+    pub fn end_offsets(&self, topic: &str, partitions: u32, total: usize) -> BTreeMap<i32, i64> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.addr())
+            .set("group.id", "pullstats-test-end-offsets")
+            .set("fetch.wait.max.ms", "20")
+            .create()
+            .expect("consumer");
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..partitions as i32 {
+            tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+                .expect("tpl");
+        }
+        consumer.assign(&tpl).expect("assign");
+        let mut ends = BTreeMap::new();
+        let mut seen = 0;
+        wait_until(
+            Duration::from_secs(60),
+            "every produced message to be readable",
+            || {
+                while let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                    seen += 1;
+                    let end = ends.entry(m.partition()).or_insert(0);
+                    *end = (*end).max(m.offset() + 1);
+                }
+                seen >= total
+            },
+        );
+        for p in 0..partitions as i32 {
+            ends.entry(p).or_insert(0);
+        }
+        ends
+    }
+
+    /// Raw messages, as they are (for malformed input).
+    pub fn produce_raw(&self, topic: &str, messages: &[(Option<&str>, Vec<u8>)]) {
+        let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+            .set("bootstrap.servers", self.addr())
+            .set("message.max.bytes", "10000000")
+            .create()
+            .expect("producer");
+        for (key, payload) in messages {
+            let mut record = BaseRecord::<str, [u8]>::to(topic).payload(payload);
+            if let Some(k) = key {
+                record = record.key(*k);
+            }
+            producer.send(record).map_err(|(e, _)| e).expect("send");
+        }
+        producer.flush(Duration::from_secs(30)).expect("flush");
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn wait_until(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `pullstats produce` of a file.
+pub fn produce(broker: &Broker, topic: &str, file: &Path) {
+    run_ok(
+        pullstats()
+            .args([
+                "produce",
+                "--brokers",
+                &broker.addr(),
+                "--topic",
+                topic,
+                "--from-file",
+            ])
+            .arg(file),
+    );
+}
+
+/// A running daemon, killed on drop.
+pub struct Daemon {
+    child: Child,
+    pub metrics_port: u16,
+}
+
+pub fn daemon(broker: &Broker, topic: &str, group: &str, table: &Path, extra: &[&str]) -> Daemon {
+    let metrics_port = free_port();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(table.with_extension("daemon.log"))
+        .expect("daemon log");
+    let child = pullstats()
+        .env("RUST_LOG", "warn,pullstats=debug")
+        .args([
+            "ingest",
+            "--brokers",
+            &broker.addr(),
+            "--topic",
+            topic,
+            "--group",
+            group,
+            "--table",
+        ])
+        .arg(table)
+        .args(if extra.contains(&"--flush-interval") {
+            &[][..]
+        } else {
+            &["--flush-interval", "300ms"][..]
+        })
+        .args(["--idle-close", "2s"])
+        .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+        .args([
+            "-X",
+            "session.timeout.ms=3000",
+            "-X",
+            "heartbeat.interval.ms=300",
+        ])
+        .args(extra)
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("start the daemon");
+    Daemon {
+        child,
+        metrics_port,
+    }
+}
+
+impl Daemon {
+    pub fn kill(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM; returns the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not stop within {timeout:?} of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)) else {
+            return String::new();
+        };
+        let _ = s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n");
+        let mut body = String::new();
+        let _ = s.read_to_string(&mut body);
+        body
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A temporary directory; kept (and printed) when PULLSTATS_KEEP_TEST_DIRS
+/// is set, to read the broker and daemon logs after a failure.
+fn test_dir() -> tempfile::TempDir {
+    let mut dir = tempfile::tempdir().expect("tempdir");
+    if std::env::var_os("PULLSTATS_KEEP_TEST_DIRS").is_some() {
+        dir.disable_cleanup(true);
+        eprintln!("test dir: {}", dir.path().display());
+    }
+    dir
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().expect("runtime")
+}
+
+/// Per partition: (next offset, whether its saved sessions are all closed),
+/// as the table says.
+pub fn table_progress(
+    table: &Path,
+    topic: &str,
+    partitions: u32,
+) -> BTreeMap<i32, (Option<i64>, bool)> {
+    if !table.join("_delta_log").exists() {
+        return BTreeMap::new();
+    }
+    let store = SessionStore::new(table, topic);
+    runtime().block_on(async {
+        let t = pullstats::table::open(table, pullstats::table::TableKind::Pulls)
+            .await
+            .expect("open");
+        let snapshot = t.snapshot().expect("snapshot");
+        let store_ref = t.log_store();
+        let mut out = BTreeMap::new();
+        for p in 0..partitions as i32 {
+            let txn = |id| snapshot.transaction_version(&*store_ref, id);
+            let offset = txn(offset_app_id(topic, p)).await.expect("txn");
+            let generation = txn(state_app_id(topic, p)).await.expect("txn");
+            let closed = generation.is_some_and(|g| store.load(p, g).expect("state").is_empty());
+            out.insert(p, (offset, closed));
+        }
+        out
+    })
+}
+
+/// Waits until the table holds every offset and every session is closed.
+pub fn wait_done(table: &Path, topic: &str, ends: &BTreeMap<i32, i64>, timeout: Duration) {
+    wait_until(timeout, "the daemon to ingest everything", || {
+        let progress = table_progress(table, topic, ends.len() as u32);
+        ends.iter().all(|(p, end)| {
+            *end == 0
+                || progress
+                    .get(p)
+                    .is_some_and(|(o, closed)| *o == Some(*end) && *closed)
+        })
+    });
+}
+
+/// The file-ingest reference table of `events`.
+pub fn reference(dir: &Path, events: &Path) -> PathBuf {
+    let table = dir.join("reference");
+    ingest(events, &table);
+    table
+}
+
+pub fn assert_same_tables(got: &Path, want: &Path) {
+    let (a, b) = (sql_rows(got, ALL_ROWS), sql_rows(want, ALL_ROWS));
+    assert!(a.len() > 100, "the reference has actions");
+    assert_eq!(a.len(), b.len(), "same number of actions");
+    assert!(
+        a == b,
+        "the daemon's actions differ from ingest --from-file's"
+    );
+    let (a, b) = (sql_rows(got, REJECTED_ROWS), sql_rows(want, REJECTED_ROWS));
+    assert!(a.len() > 10, "the reference has rejected requests");
+    assert!(
+        a == b,
+        "the daemon's rejected-request counts differ from ingest --from-file's"
+    );
+}
+
+#[test]
+fn daemon_table_equals_file_ingest_and_stops_cleanly() {
+    let dir = test_dir();
+    let broker = Broker::memory(dir.path());
+    broker.create_topic("events", 3);
+    let (events, _) = generate(
+        dir.path(),
+        "events.jsonl",
+        &["--events", "20000", "--seed", "11"],
+    );
+    produce(&broker, "events", &events);
+    let ends = broker.end_offsets("events", 3, 20_000);
+
+    let table = dir.path().join("pulls");
+    let mut d = daemon(&broker, "events", "g-equal", &table, &[]);
+    wait_done(&table, "events", &ends, Duration::from_secs(120));
+    let metrics = d.metrics();
+    assert!(
+        metrics.contains("pullstats_messages_total 20000"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("pullstats_open_sessions 0"), "{metrics}");
+    let status = d.terminate(Duration::from_secs(30));
+    assert!(status.success(), "exit 0 after SIGTERM, got {status}");
+    assert_same_tables(&table, &reference(dir.path(), &events));
+}
+
+#[test]
+#[ignore = "not finished: against tansu 0.6 a daemon restarted at an offset inside a record batch seeks back and then receives nothing (README, Not finished)"]
+fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
+    let dir = test_dir();
+    let broker = Broker::memory(dir.path());
+    broker.create_topic("events", 2);
+    let (events, _) = generate(
+        dir.path(),
+        "events.jsonl",
+        &["--events", "40000", "--seed", "12", "--bad-ratio", "0.01"],
+    );
+    produce(&broker, "events", &events);
+    let ends = broker.end_offsets("events", 2, 40_000);
+    let table = dir.path().join("pulls");
+    // A fixed seed keeps the kill moments reproducible run to run.
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut kills = 0;
+    let mut during_commit = 0;
+    while kills < 10 || (during_commit == 0 && kills < 40) {
+        // A fresh group each time: the table, not the group, says where to
+        // resume, and tansu keeps killed members in their group (README).
+        let group = format!("g-kill-{kills}");
+        let d = daemon(
+            &broker,
+            "events",
+            &group,
+            &table,
+            &["--flush-interval", "100ms"],
+        );
+        // Kill only once it holds the partitions, at a random moment.
+        wait_until(
+            Duration::from_secs(60),
+            "the restarted daemon to hold its partitions",
+            || d.metrics().contains("pullstats_assigned_partitions 2"),
+        );
+        let mut d = d;
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(Duration::from_millis(1000 + rng % 3000));
+        d.kill();
+        kills += 1;
+        // A kill during a commit leaves a session state newer than the one
+        // the table names (written just before the Delta commit).
+        during_commit += usize::from(uncommitted_state_exists(&table, "events", 2));
+    }
+    assert!(
+        during_commit > 0,
+        "no kill landed inside a commit in {kills} kills"
+    );
+    let _d = daemon(&broker, "events", "g-kill-last", &table, &[]);
+    wait_done(&table, "events", &ends, Duration::from_secs(120));
+    assert_same_tables(&table, &reference(dir.path(), &events));
+}
+
+/// Whether a partition has a saved state newer than the committed one.
+fn uncommitted_state_exists(table: &Path, topic: &str, partitions: u32) -> bool {
+    let committed: BTreeMap<i32, Option<i64>> = runtime().block_on(async {
+        let Ok(t) = pullstats::table::open(table, pullstats::table::TableKind::Pulls).await else {
+            return BTreeMap::new();
+        };
+        let snapshot = t.snapshot().expect("snapshot");
+        let mut out = BTreeMap::new();
+        for p in 0..partitions as i32 {
+            let g = snapshot
+                .transaction_version(&*t.log_store(), state_app_id(topic, p))
+                .await
+                .expect("txn");
+            out.insert(p, g);
+        }
+        out
+    });
+    committed.iter().any(|(p, g)| {
+        let dir = table
+            .join("_pullstats/sessions")
+            .join(topic)
+            .join(p.to_string());
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let generation = name.split('.').next().and_then(|n| n.parse::<i64>().ok());
+                generation.is_some_and(|n| g.is_none_or(|g| n > g))
+            })
+    })
+}
+
+#[test]
+fn two_daemons_in_one_group_one_killed() {
+    let dir = test_dir();
+    let broker = Broker::memory(dir.path());
+    broker.create_topic("events", 4);
+    let (events, _) = generate(
+        dir.path(),
+        "events.jsonl",
+        &["--events", "40000", "--seed", "13"],
+    );
+    produce(&broker, "events", &events);
+    let ends = broker.end_offsets("events", 4, 40_000);
+    let table = dir.path().join("pulls");
+    let mut a = daemon(&broker, "events", "g-pair", &table, &[]);
+    let b = daemon(&broker, "events", "g-pair", &table, &[]);
+    wait_until(
+        Duration::from_secs(60),
+        "both daemons to hold partitions",
+        || {
+            let held = |d: &Daemon| {
+                d.metrics()
+                    .lines()
+                    .any(|l| l.starts_with("pullstats_assigned_partitions") && !l.ends_with(" 0"))
+            };
+            held(&a) && held(&b)
+        },
+    );
+    wait_until(Duration::from_secs(60), "some progress", || {
+        table_progress(&table, "events", 4)
+            .values()
+            .any(|(o, _)| o.is_some())
+    });
+    a.kill();
+    // tansu 0.6 keeps a SIGKILLed member in the group (see README), so the
+    // survivor alone never gets its partitions; a replacement, as a
+    // supervisor would start, does.
+    let _c = daemon(&broker, "events", "g-pair", &table, &[]);
+    wait_done(&table, "events", &ends, Duration::from_secs(120));
+    drop(b);
+    assert_same_tables(&table, &reference(dir.path(), &events));
+}
+
+#[test]
+fn malformed_messages_go_to_the_dead_letter_topic() {
+    let dir = test_dir();
+    let broker = Broker::memory(dir.path());
+    broker.create_topic("events", 1);
+    broker.create_topic("events.dlq", 1);
+    let (events, _) = generate(
+        dir.path(),
+        "events.jsonl",
+        &["--events", "5000", "--seed", "14"],
+    );
+    produce(&broker, "events", &events);
+    let good = std::fs::read_to_string(&events).expect("events");
+    let first = good.lines().next().expect("a line");
+    let bad: Vec<(&str, Vec<u8>)> = vec![
+        ("invalid JSON", b"{\"timestamp\": ".to_vec()),
+        (
+            "wrong type",
+            first
+                .replacen("\"status\":200", "\"status\":\"ok\"", 1)
+                .into_bytes(),
+        ),
+        (
+            "missing field",
+            first
+                .replacen("\"timestamp\":", "\"timestamb\":", 1)
+                .into_bytes(),
+        ),
+        ("invalid UTF-8", vec![b'{', 0xff, 0xfe, b'}']),
+        (
+            "over the size limit",
+            format!("{{\"pad\":\"{}\"}}", "x".repeat(5000)).into_bytes(),
+        ),
+        (
+            "unparsable IP",
+            first
+                .replacen("\"remote_addr\":\"", "\"remote_addr\":\"999.1.", 1)
+                .into_bytes(),
+        ),
+    ];
+    assert!(
+        bad.iter().all(|(_, b)| b != first.as_bytes()),
+        "each bad message differs from the good one"
+    );
+    broker.produce_raw(
+        "events",
+        &bad.iter()
+            .map(|(_, b)| (None, b.clone()))
+            .collect::<Vec<_>>(),
+    );
+    let ends = broker.end_offsets("events", 1, 5006);
+    let table = dir.path().join("pulls");
+    let mut d = daemon(
+        &broker,
+        "events",
+        "g-dlq",
+        &table,
+        &["--max-message-bytes", "4096"],
+    );
+    wait_done(&table, "events", &ends, Duration::from_secs(120));
+    assert!(
+        d.metrics().contains("pullstats_dead_letters_total 6"),
+        "{}",
+        d.metrics()
+    );
+    d.terminate(Duration::from_secs(30));
+
+    let letters = consume_all(&broker, "events.dlq", 6);
+    assert_eq!(letters.len(), 6);
+    for (i, (headers, payload)) in letters.iter().enumerate() {
+        let offset: i64 = headers["pullstats.source.offset"].parse().expect("offset");
+        assert_eq!(offset, 5000 + i as i64, "in order, with the source offset");
+        assert_eq!(headers["pullstats.source.partition"], "0");
+        assert_eq!(headers["pullstats.source.topic"], "events");
+        assert!(!headers["pullstats.reason"].is_empty());
+        if i != 4 {
+            assert_eq!(
+                payload, &bad[i].1,
+                "{}: the payload is kept byte for byte",
+                bad[i].0
+            );
+        }
+    }
+    assert!(
+        letters[4].0["pullstats.reason"].contains("longer than 4096"),
+        "{:?}",
+        letters[4].0
+    );
+    assert!(
+        letters[5].0["pullstats.reason"].contains("remote_addr"),
+        "{:?}",
+        letters[5].0
+    );
+    assert_same_tables(&table, &reference(dir.path(), &events));
+}
+
+fn consume_all(
+    broker: &Broker,
+    topic: &str,
+    want: usize,
+) -> Vec<(BTreeMap<String, String>, Vec<u8>)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.addr())
+        .set("group.id", "pullstats-test-dlq-reader")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "50")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while out.len() < want && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let mut headers = BTreeMap::new();
+            if let Some(h) = m.headers() {
+                for header in h.iter() {
+                    let value = header
+                        .value
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                        .unwrap_or_default();
+                    headers.insert(header.key.to_owned(), value);
+                }
+            }
+            out.push((headers, m.payload().unwrap_or_default().to_vec()));
+        }
+    }
+    out
+}
+
+#[test]
+fn broker_down_for_30_seconds_is_survived() {
+    let dir = test_dir();
+    let mut broker = Broker::sqlite(dir.path());
+    broker.create_topic("events", 2);
+    // Two spans of days, so that no pull straddles the outage: the daemon
+    // closes quiet sessions, which a file ingest of both would have merged.
+    let (first_file, _) = generate(
+        dir.path(),
+        "first.jsonl",
+        &[
+            "--events",
+            "10000",
+            "--seed",
+            "15",
+            "--start",
+            "2026-11-02",
+            "--days",
+            "3",
+        ],
+    );
+    let (second_file, _) = generate(
+        dir.path(),
+        "second.jsonl",
+        &[
+            "--events",
+            "10000",
+            "--seed",
+            "16",
+            "--start",
+            "2026-11-06",
+            "--days",
+            "3",
+        ],
+    );
+    let events = dir.path().join("events.jsonl");
+    let both = std::fs::read_to_string(&first_file).expect("read")
+        + &std::fs::read_to_string(&second_file).expect("read");
+    std::fs::write(&events, both).expect("write");
+    produce(&broker, "events", &first_file);
+    let table = dir.path().join("pulls");
+    let mut d = daemon(&broker, "events", "g-outage", &table, &[]);
+    wait_done(
+        &table,
+        "events",
+        &broker.end_offsets("events", 2, 10_000),
+        Duration::from_secs(120),
+    );
+    broker.stop();
+    std::thread::sleep(Duration::from_secs(30));
+    broker.restart();
+    produce(&broker, "events", &second_file);
+    // Only if the broker kept the first half do the offsets add up.
+    let ends = broker.end_offsets("events", 2, 20_000);
+    wait_done(&table, "events", &ends, Duration::from_secs(180));
+    assert!(d.terminate(Duration::from_secs(30)).success());
+    let log = std::fs::read_to_string(table.with_extension("daemon.log")).unwrap_or_default();
+    assert!(
+        log.contains("Kafka unreachable"),
+        "the outage was logged:\n{log}"
+    );
+    assert!(
+        log.contains("Kafka reachable again"),
+        "the recovery was logged:\n{log}"
+    );
+    assert_same_tables(&table, &reference(dir.path(), &events));
+}
+
+/// tansu 0.6 quirks the daemon works around, reduced to their minimum.
+/// Run with `cargo test --test cli -- --ignored tansu_quirks`; it fails
+/// once tansu behaves like Kafka, which is the cue to drop the workarounds.
+#[test]
+#[ignore = "documents broker behaviour, not pullstats"]
+fn tansu_quirks() {
+    let dir = test_dir();
+    let broker = Broker::memory(dir.path());
+    broker.create_topic("q", 1);
+    // One produce call of 100 messages: one record batch, offsets 0..=99.
+    let msgs: Vec<(Option<&str>, Vec<u8>)> = (0..100)
+        .map(|i| (None, format!("m{i}").into_bytes()))
+        .collect();
+    broker.produce_raw("q", &msgs);
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.addr())
+        .set("group.id", "q")
+        .create()
+        .expect("consumer");
+    // 1. ListOffsets(latest) answers the last batch's base offset + 1.
+    let (_, high) = consumer
+        .fetch_watermarks("q", 0, Duration::from_secs(5))
+        .expect("wm");
+    // 2. A fetch from an offset inside a batch returns nothing of that batch.
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset("q", 0, rdkafka::Offset::Offset(50))
+        .expect("tpl");
+    consumer.assign(&tpl).expect("assign");
+    let mut first = None;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while first.is_none() && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            first = Some(m.offset());
+        }
+    }
+    eprintln!("high watermark after 100 messages: {high} (Kafka: 100); first message from offset 50: {first:?} (Kafka: Some(50))");
+    assert!(
+        high != 100 && first != Some(50),
+        "tansu now behaves like Kafka: drop the workarounds"
+    );
+}
