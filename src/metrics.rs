@@ -120,13 +120,6 @@ impl Metrics {
                 &self.rebalances,
             ),
         ];
-        for (name, help, v) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                v.load(Ordering::Relaxed)
-            );
-        }
         let gauges: [(&str, &str, &AtomicU64); 3] = [
             (
                 "pullstats_late_requests",
@@ -144,10 +137,14 @@ impl Metrics {
                 &self.assigned_partitions,
             ),
         ];
-        for (name, help, v) in gauges {
+        let series = counters
+            .iter()
+            .map(|c| (c, "counter"))
+            .chain(gauges.iter().map(|g| (g, "gauge")));
+        for ((name, help, v), kind) in series {
             let _ = writeln!(
                 out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
                 v.load(Ordering::Relaxed)
             );
         }

@@ -35,12 +35,9 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::cli::{IngestArgs, KafkaArgs, StartOffset};
-use crate::config;
 use crate::metrics::{self, Metrics};
 use crate::pipeline::dead_letter::{DeadLetter, DeadLetterError, DeadLetterSink, Position};
-use crate::pipeline::enrich::ActionEnricher;
 use crate::pipeline::kafka::{self, GroupContext, GroupEvent, KafkaDeadLetters, Resumer};
-use crate::pipeline::sessionize::SessionConfig;
 use crate::pipeline::Pipeline;
 use crate::table::sessions::SessionStore;
 use crate::table::{self, TableError, TableKind, TableWriter};
@@ -107,16 +104,6 @@ struct TableResumer {
     topic: String,
 }
 
-async fn txn(
-    table: &DeltaTable,
-    app_id: String,
-) -> Result<Option<i64>, deltalake::DeltaTableError> {
-    table
-        .snapshot()?
-        .transaction_version(&*table.log_store(), app_id)
-        .await
-}
-
 impl TableResumer {
     async fn read(&self, partitions: &[i32]) -> anyhow::Result<ResumeSet> {
         let pulls = table::open(&self.pulls_path, TableKind::Pulls).await?;
@@ -127,9 +114,10 @@ impl TableResumer {
             let offset_id = offset_app_id(&self.topic, partition);
             parts.push(PartitionResume {
                 partition,
-                offset: txn(&pulls, offset_id.clone()).await?,
-                generation: txn(&pulls, state_app_id(&self.topic, partition)).await?,
-                rejected_offset: txn(&rejected, offset_id).await?,
+                offset: table::txn_version(&pulls, offset_id.clone()).await?,
+                generation: table::txn_version(&pulls, state_app_id(&self.topic, partition))
+                    .await?,
+                rejected_offset: table::txn_version(&rejected, offset_id).await?,
             });
         }
         Ok(ResumeSet {
@@ -338,21 +326,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("{topic}.dlq"));
     check_topic(&dlq_topic)?;
-    let hasher = config::ip_hasher(
-        args.privacy.ip_hash_key.as_deref(),
-        args.privacy.insecure_default_key,
-    )?;
-    let data = args.enrich.sources().load()?;
-    let session = SessionConfig {
-        gap: args.session.session_gap,
-        max_lateness: args.session.max_lateness,
-        max_open_sessions: args.session.max_open_sessions,
-    };
-    let pipeline = Pipeline::new(
-        args.max_line_bytes,
-        session,
-        ActionEnricher::new(hasher, data),
-    );
+    let pipeline = crate::cmd::ingest::build_pipeline(&args)?;
 
     // Both tables exist before any partition is assigned.
     let pulls_table = table::open_or_create(&args.table, TableKind::Pulls).await?;
@@ -385,10 +359,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
         &[("client.id", format!("pullstats-dlq-{}", std::process::id()))],
         &producer_settings,
     )?;
-    let start = match kafka_args.start_offset {
-        StartOffset::Earliest => Offset::Beginning,
-        StartOffset::Latest => Offset::End,
-    };
+    let start = start_offset(kafka_args.start_offset);
     let resumer = TableResumer {
         runtime: tokio::runtime::Handle::current(),
         pulls_path: args.table.clone(),
@@ -648,15 +619,27 @@ impl Daemon {
             .into_iter()
             .map(WriterCmd::Rejected);
         for cmd in pulls.chain(rejected) {
-            self.writer
-                .blocking_send(cmd)
-                .map_err(|_| anyhow!("the table writer stopped"))?;
+            self.send(cmd)?;
         }
         Ok(())
     }
 
+    fn send(&self, cmd: WriterCmd) -> anyhow::Result<()> {
+        self.writer
+            .blocking_send(cmd)
+            .map_err(|_| anyhow!("the table writer stopped"))
+    }
+
+    /// Sends a request made with a reply channel and waits for the reply.
+    fn ask<T>(&self, request: impl FnOnce(oneshot::Sender<T>) -> WriterCmd) -> anyhow::Result<T> {
+        let (reply, rx) = oneshot::channel();
+        self.send(request(reply))?;
+        rx.blocking_recv()
+            .map_err(|_| anyhow!("the table writer stopped"))
+    }
+
     fn epoch_due(&self) -> bool {
-        let actions = self.pipeline.stats().actions - self.epoch_actions_base;
+        let actions = self.pipeline.actions() - self.epoch_actions_base;
         self.epoch_started.elapsed() >= self.settings.flush_interval
             || actions >= self.settings.flush_rows
             || self.epoch_bytes >= self.settings.flush_bytes
@@ -665,7 +648,7 @@ impl Daemon {
     fn reset_epoch(&mut self) {
         self.epoch_started = Instant::now();
         self.epoch_bytes = 0;
-        self.epoch_actions_base = self.pipeline.stats().actions;
+        self.epoch_actions_base = self.pipeline.actions();
     }
 
     fn handle_group_events(&mut self) -> anyhow::Result<()> {
@@ -685,16 +668,12 @@ impl Daemon {
 
     /// Continues from what the tables say: writer rebased, lanes restored.
     fn apply_resume(&mut self, set: ResumeSet) -> anyhow::Result<()> {
-        let (reply, rx) = oneshot::channel();
-        self.writer
-            .blocking_send(WriterCmd::Rebase {
-                pulls: Box::new(set.pulls),
-                rejected: Box::new(set.rejected),
-                reply,
-            })
-            .map_err(|_| anyhow!("the table writer stopped"))?;
-        rx.blocking_recv()
-            .map_err(|_| anyhow!("the table writer stopped"))??;
+        let (pulls, rejected) = (Box::new(set.pulls), Box::new(set.rejected));
+        self.ask(|reply| WriterCmd::Rebase {
+            pulls,
+            rejected,
+            reply,
+        })??;
         self.pipeline.discard();
         self.held.clear();
         for part in &set.parts {
@@ -744,7 +723,9 @@ impl Daemon {
     fn seek(&mut self, parts: &[PartitionResume]) -> anyhow::Result<()> {
         let mut tpl = TopicPartitionList::new();
         for p in parts {
-            let at = p.offset.map_or(self.start_offset(), Offset::Offset);
+            let at = p
+                .offset
+                .map_or(start_offset(self.settings.start_offset), Offset::Offset);
             tpl.add_partition_offset(&self.topic, p.partition, at)?;
         }
         if tpl.count() > 0 {
@@ -754,12 +735,13 @@ impl Daemon {
         }
         Ok(())
     }
+}
 
-    fn start_offset(&self) -> Offset {
-        match self.settings.start_offset {
-            StartOffset::Earliest => Offset::Beginning,
-            StartOffset::Latest => Offset::End,
-        }
+/// Where a partition the table has never seen starts.
+fn start_offset(start: StartOffset) -> Offset {
+    match start {
+        StartOffset::Earliest => Offset::Beginning,
+        StartOffset::Latest => Offset::End,
     }
 }
 
@@ -817,18 +799,12 @@ impl Daemon {
                     "partitions": cut.iter().map(|(p, (o, g))| (p.to_string(), json!({"next_offset": o, "sessions": g}))).collect::<serde_json::Map<_, _>>() }),
         )]);
         let started = Instant::now();
-        let (reply, rx) = oneshot::channel();
-        self.writer
-            .blocking_send(WriterCmd::Commit {
-                pulls_txns,
-                rejected_txns,
-                metadata,
-                reply,
-            })
-            .map_err(|_| anyhow!("the table writer stopped"))?;
-        let outcome = rx
-            .blocking_recv()
-            .map_err(|_| anyhow!("the table writer stopped"))?;
+        let outcome = self.ask(|reply| WriterCmd::Commit {
+            pulls_txns,
+            rejected_txns,
+            metadata,
+            reply,
+        })?;
         self.metrics.observe_commit(started.elapsed());
         match outcome {
             Ok(version) => {

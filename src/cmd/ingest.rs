@@ -75,13 +75,29 @@ pub async fn run_file(args: IngestArgs) -> anyhow::Result<IngestReport> {
     Ok(report)
 }
 
-/// Does the ingest without printing the summary (used by `demo` and tests).
-pub async fn ingest(args: &IngestArgs) -> anyhow::Result<IngestReport> {
+/// The decode → sessionize → enrich pipeline the ingest flags describe
+/// (shared by the file ingest and the daemon).
+pub fn build_pipeline(args: &IngestArgs) -> anyhow::Result<Pipeline> {
     let hasher = config::ip_hasher(
         args.privacy.ip_hash_key.as_deref(),
         args.privacy.insecure_default_key,
     )?;
     let data = args.enrich.sources().load()?;
+    let session = SessionConfig {
+        gap: args.session.session_gap,
+        max_lateness: args.session.max_lateness,
+        max_open_sessions: args.session.max_open_sessions,
+    };
+    Ok(Pipeline::new(
+        args.max_line_bytes,
+        session,
+        ActionEnricher::new(hasher, data),
+    ))
+}
+
+/// Does the ingest without printing the summary (used by `demo` and tests).
+pub async fn ingest(args: &IngestArgs) -> anyhow::Result<IngestReport> {
+    let pipeline = build_pipeline(args)?;
     let from_file = args
         .from_file
         .as_deref()
@@ -98,16 +114,6 @@ pub async fn ingest(args: &IngestArgs) -> anyhow::Result<IngestReport> {
         .unwrap_or_else(|| default_dead_letter_path(&args.table));
     let run_id = format!("ingest-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"));
     let dead = FileDeadLetters::new(&dead_letter_path, run_id.clone());
-    let session = SessionConfig {
-        gap: args.session.session_gap,
-        max_lateness: args.session.max_lateness,
-        max_open_sessions: args.session.max_open_sessions,
-    };
-    let pipeline = Pipeline::new(
-        args.max_line_bytes,
-        session,
-        ActionEnricher::new(hasher, data),
-    );
     let progress = progress_bar(size, !args.no_progress);
     let started = Instant::now();
 

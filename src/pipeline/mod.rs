@@ -177,6 +177,11 @@ impl Pipeline {
         s
     }
 
+    /// Actions built so far (cheap: for checks on every message).
+    pub fn actions(&self) -> u64 {
+        self.stats.actions
+    }
+
     /// Sessions open over all lanes (a gauge for metrics).
     pub fn open_sessions(&self) -> usize {
         self.lanes.values().map(|l| l.open_sessions()).sum()

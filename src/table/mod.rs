@@ -146,6 +146,18 @@ pub fn table_url(path: &Path, create: bool) -> Result<Url, TableError> {
     Url::from_directory_path(&abs).map_err(|()| location("not an absolute path".into()))
 }
 
+/// The version a writer recorded under `app_id` in a Delta application
+/// transaction (`txn`), as of `table`'s snapshot; `None` if never.
+pub async fn txn_version(
+    table: &DeltaTable,
+    app_id: String,
+) -> Result<Option<i64>, DeltaTableError> {
+    table
+        .snapshot()?
+        .transaction_version(&*table.log_store(), app_id)
+        .await
+}
+
 /// Opens the table of `kind` at `path`; an error when there is none.
 pub async fn open(path: &Path, kind: TableKind) -> Result<DeltaTable, TableError> {
     if !path.join("_delta_log").is_dir() {

@@ -335,6 +335,31 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Runtime::new().expect("runtime")
 }
 
+/// Per partition: (next offset, session state generation) that the table's
+/// latest commit records; empty while there is no table.
+fn committed_txns(
+    table: &Path,
+    topic: &str,
+    partitions: u32,
+) -> BTreeMap<i32, (Option<i64>, Option<i64>)> {
+    if !table.join("_delta_log").exists() {
+        return BTreeMap::new();
+    }
+    runtime().block_on(async {
+        let t = pullstats::table::open(table, pullstats::table::TableKind::Pulls)
+            .await
+            .expect("open");
+        let mut out = BTreeMap::new();
+        for p in 0..partitions as i32 {
+            let txn = |id| pullstats::table::txn_version(&t, id);
+            let offset = txn(offset_app_id(topic, p)).await.expect("txn");
+            let generation = txn(state_app_id(topic, p)).await.expect("txn");
+            out.insert(p, (offset, generation));
+        }
+        out
+    })
+}
+
 /// Per partition: (next offset, whether its saved sessions are all closed),
 /// as the table says.
 pub fn table_progress(
@@ -342,26 +367,14 @@ pub fn table_progress(
     topic: &str,
     partitions: u32,
 ) -> BTreeMap<i32, (Option<i64>, bool)> {
-    if !table.join("_delta_log").exists() {
-        return BTreeMap::new();
-    }
     let store = SessionStore::new(table, topic);
-    runtime().block_on(async {
-        let t = pullstats::table::open(table, pullstats::table::TableKind::Pulls)
-            .await
-            .expect("open");
-        let snapshot = t.snapshot().expect("snapshot");
-        let store_ref = t.log_store();
-        let mut out = BTreeMap::new();
-        for p in 0..partitions as i32 {
-            let txn = |id| snapshot.transaction_version(&*store_ref, id);
-            let offset = txn(offset_app_id(topic, p)).await.expect("txn");
-            let generation = txn(state_app_id(topic, p)).await.expect("txn");
+    committed_txns(table, topic, partitions)
+        .into_iter()
+        .map(|(p, (offset, generation))| {
             let closed = generation.is_some_and(|g| store.load(p, g).expect("state").is_empty());
-            out.insert(p, (offset, closed));
-        }
-        out
-    })
+            (p, (offset, closed))
+        })
+        .collect()
 }
 
 /// Waits until the table holds every offset and every session is closed.
@@ -484,24 +497,10 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
 
 /// Whether a partition has a saved state newer than the committed one.
 fn uncommitted_state_exists(table: &Path, topic: &str, partitions: u32) -> bool {
-    let committed: BTreeMap<i32, Option<i64>> = runtime().block_on(async {
-        let Ok(t) = pullstats::table::open(table, pullstats::table::TableKind::Pulls).await else {
-            return BTreeMap::new();
-        };
-        let snapshot = t.snapshot().expect("snapshot");
-        let mut out = BTreeMap::new();
-        for p in 0..partitions as i32 {
-            let g = snapshot
-                .transaction_version(&*t.log_store(), state_app_id(topic, p))
-                .await
-                .expect("txn");
-            out.insert(p, g);
-        }
-        out
-    });
-    committed.iter().any(|(p, g)| {
+    let committed = committed_txns(table, topic, partitions);
+    committed.iter().any(|(p, (_, g))| {
         let dir = table
-            .join("_pullstats/sessions")
+            .join(pullstats::table::sessions::SESSIONS_DIR)
             .join(topic)
             .join(p.to_string());
         std::fs::read_dir(dir)
