@@ -52,6 +52,88 @@ pub enum Command {
     Demo(DemoArgs),
     /// Send request events (JSON lines) to a Kafka topic, keyed by client IP.
     Produce(ProduceArgs),
+    /// Rewrite the small files of closed days into sorted files of a target size.
+    Compact(CompactArgs),
+    /// Delete the actions of days older than a retention window.
+    Retain(RetainArgs),
+    /// Delete data files that no version within the retention period needs.
+    Vacuum(VacuumArgs),
+    /// Versions, files, sizes, days, rows and Kafka offsets of the table.
+    Info(InfoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompactArgs {
+    /// The pulls table directory (its rejected table is compacted too).
+    #[arg(long, env = "PULLSTATS_TABLE")]
+    pub table: PathBuf,
+    /// Only this day (even today, when asked for).
+    #[arg(long, value_parser = parse_day, conflicts_with = "since")]
+    pub day: Option<NaiveDate>,
+    /// Only this day and later closed days.
+    #[arg(long, value_parser = parse_day)]
+    pub since: Option<NaiveDate>,
+    /// Size of the files written; files under half of it count as small.
+    #[arg(long, env = "PULLSTATS_TARGET_FILE_SIZE", default_value = "128MiB", value_parser = parse_bytes)]
+    pub target_file_size: u64,
+    /// The day taken as today (UTC); days before it are closed. Default: the clock.
+    #[arg(long, value_parser = parse_day)]
+    pub today: Option<NaiveDate>,
+}
+
+#[derive(Debug, Args)]
+pub struct RetainArgs {
+    /// The pulls table directory (its rejected table is cut too).
+    #[arg(long, env = "PULLSTATS_TABLE")]
+    pub table: PathBuf,
+    /// How much history to keep: 13m (months), 400d, 52w, 2y.
+    #[arg(long, value_parser = crate::table::maintenance::parse_keep)]
+    pub keep: crate::table::maintenance::Keep,
+    /// The day taken as today (UTC). Default: the clock.
+    #[arg(long, value_parser = parse_day)]
+    pub today: Option<NaiveDate>,
+    /// Only list the days that would be removed.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VacuumArgs {
+    /// The pulls table directory (its rejected table is vacuumed too).
+    #[arg(long, env = "PULLSTATS_TABLE")]
+    pub table: PathBuf,
+    /// Keep what versions this recent need (default: the table's
+    /// delta.deletedFileRetentionDuration, 7 days); e.g. 48h, 7d.
+    #[arg(long, value_parser = parse_duration)]
+    pub retention: Option<Duration>,
+    /// Allow a retention below the table's: older versions become
+    /// unreadable, and a writer's uncommitted files younger than a running
+    /// commit may be deleted. Only with every writer stopped.
+    #[arg(long)]
+    pub force: bool,
+    /// Only list the files that would be deleted.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Output of `info`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InfoFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// The pulls table directory.
+    #[arg(long, env = "PULLSTATS_TABLE")]
+    pub table: PathBuf,
+    /// Output format (json adds every day's files, bytes and rows).
+    #[arg(long, value_enum, default_value_t = InfoFormat::Text)]
+    pub format: InfoFormat,
+    /// Files under half of this count as small (as for `compact`).
+    #[arg(long, env = "PULLSTATS_TARGET_FILE_SIZE", default_value = "128MiB", value_parser = parse_bytes)]
+    pub target_file_size: u64,
 }
 
 #[derive(Debug, Args)]
@@ -232,6 +314,16 @@ pub struct KafkaArgs {
     /// daemon exits 1 and the uncommitted work is redone on restart.
     #[arg(long, env = "PULLSTATS_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+    /// Compact closed days once no file has reached them for
+    /// --auto-compact-interval (as `pullstats compact` does).
+    #[arg(long, env = "PULLSTATS_AUTO_COMPACT")]
+    pub auto_compact: bool,
+    /// How often the daemon looks for quiet days to compact.
+    #[arg(long, env = "PULLSTATS_AUTO_COMPACT_INTERVAL", default_value = "1h", value_parser = parse_duration)]
+    pub auto_compact_interval: Duration,
+    /// Size of the files compaction writes.
+    #[arg(long, env = "PULLSTATS_TARGET_FILE_SIZE", default_value = "128MiB", value_parser = parse_bytes)]
+    pub target_file_size: u64,
 }
 
 impl KafkaArgs {
@@ -256,6 +348,10 @@ pub struct SqlArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
+    /// Read the table as of this version (time travel, Delta's `VERSION AS
+    /// OF`; `pullstats info` shows the latest).
+    #[arg(long)]
+    pub as_of_version: Option<u64>,
     /// The SQL statement; the table is `pulls`. Without one, an interactive
     /// shell opens (or statements are read from piped stdin).
     pub statement: Option<String>,

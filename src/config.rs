@@ -61,6 +61,12 @@ pub struct IngestConfigFile {
     pub metrics_addr: Option<String>,
     /// Bound on the final commit at shutdown.
     pub shutdown_timeout: Option<String>,
+    /// Compact closed days that have gone quiet.
+    pub auto_compact: Option<bool>,
+    /// How often to look for quiet days to compact, e.g. `1h`.
+    pub auto_compact_interval: Option<String>,
+    /// Size of the files compaction writes, e.g. `128MiB`.
+    pub target_file_size: Option<toml::Value>,
     /// Longest accepted message (or line) in bytes.
     pub max_line_bytes: Option<u64>,
     /// Session gap, e.g. `5s`.
@@ -110,15 +116,23 @@ impl IngestConfigFile {
         );
         put(
             "PULLSTATS_FLUSH_BYTES",
-            self.flush_bytes.as_ref().map(|v| match v {
-                toml::Value::String(s) => s.clone(),
-                toml::Value::Integer(i) => i.to_string(),
-                other => format!("{other:?}"),
-            }),
+            self.flush_bytes.as_ref().map(toml_size),
         );
         put("PULLSTATS_IDLE_CLOSE", self.idle_close.clone());
         put("PULLSTATS_METRICS_ADDR", self.metrics_addr.clone());
         put("PULLSTATS_SHUTDOWN_TIMEOUT", self.shutdown_timeout.clone());
+        put(
+            "PULLSTATS_AUTO_COMPACT",
+            self.auto_compact.map(|v| v.to_string()),
+        );
+        put(
+            "PULLSTATS_AUTO_COMPACT_INTERVAL",
+            self.auto_compact_interval.clone(),
+        );
+        put(
+            "PULLSTATS_TARGET_FILE_SIZE",
+            self.target_file_size.as_ref().map(toml_size),
+        );
         put(
             "PULLSTATS_MAX_LINE_BYTES",
             self.max_line_bytes.map(|v| v.to_string()),
@@ -142,6 +156,15 @@ impl IngestConfigFile {
             }),
         );
         out
+    }
+}
+
+/// A size given in TOML as `"256MiB"` or as a number of bytes.
+fn toml_size(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(i) => i.to_string(),
+        other => format!("{other:?}"),
     }
 }
 
@@ -222,9 +245,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "" | "s" => value,
         "m" | "min" => value * 60.0,
         "h" => value * 3600.0,
+        "d" => value * 86_400.0,
         other => {
             return Err(format!(
-                "unknown duration unit `{other}` (use ms, s, m or h)"
+                "unknown duration unit `{other}` (use ms, s, m, h or d)"
             ))
         }
     };

@@ -38,6 +38,10 @@ fn main() -> ExitCode {
             Command::Query(args) => cmd::query::run(args).await,
             Command::Demo(args) => cmd::demo::run(args).await,
             Command::Produce(args) => cmd::produce::run(args),
+            Command::Compact(args) => cmd::compact::run(args).await,
+            Command::Retain(args) => cmd::retain::run(args).await,
+            Command::Vacuum(args) => cmd::vacuum::run(args).await,
+            Command::Info(args) => cmd::info::run(args).await,
         }
     });
     match result {

@@ -29,6 +29,7 @@ pub struct Metrics {
     pub commit_conflicts: AtomicU64,
     pub aborted_epochs: AtomicU64,
     pub rebalances: AtomicU64,
+    pub compacted_days: AtomicU64,
     /// Gauges.
     pub late: AtomicU64,
     pub open_sessions: AtomicU64,
@@ -68,7 +69,7 @@ impl Metrics {
     /// The Prometheus text exposition of every series.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 10] = [
+        let counters: [(&str, &str, &AtomicU64); 11] = [
             (
                 "pullstats_messages_total",
                 "Kafka messages consumed",
@@ -118,6 +119,11 @@ impl Metrics {
                 "pullstats_rebalances_total",
                 "Consumer group rebalances seen",
                 &self.rebalances,
+            ),
+            (
+                "pullstats_compacted_days_total",
+                "Days compacted by --auto-compact",
+                &self.compacted_days,
             ),
         ];
         let gauges: [(&str, &str, &AtomicU64); 3] = [

@@ -2,6 +2,7 @@
 
 mod helpers;
 mod kafka;
+mod maintenance;
 
 use std::collections::HashMap;
 
@@ -415,16 +416,6 @@ fn fixture_table(dir: &std::path::Path) -> std::path::PathBuf {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/export-fixture.jsonl");
     ingest(&input, &table);
     table
-}
-
-fn export(table: &std::path::Path, args: &[&str]) -> String {
-    run_ok(
-        pullstats()
-            .arg("export")
-            .arg("--table")
-            .arg(table)
-            .args(args),
-    )
 }
 
 #[test]

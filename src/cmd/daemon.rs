@@ -20,6 +20,7 @@
 //! follow the table's, for lag monitoring only.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,6 +40,7 @@ use crate::metrics::{self, Metrics};
 use crate::pipeline::dead_letter::{DeadLetter, DeadLetterError, DeadLetterSink, Position};
 use crate::pipeline::kafka::{self, GroupContext, GroupEvent, KafkaDeadLetters, Resumer};
 use crate::pipeline::Pipeline;
+use crate::table::maintenance::{self, CompactOptions, CompactReport, DaySelection};
 use crate::table::sessions::SessionStore;
 use crate::table::{self, TableError, TableKind, TableWriter};
 
@@ -54,15 +56,7 @@ const LAG_INTERVAL: Duration = Duration::from_secs(15);
 /// Attempts at re-reading the table after a failed commit before giving up.
 const MAX_REWIND_ATTEMPTS: u32 = 8;
 
-/// The Delta application id holding a partition's next offset.
-pub fn offset_app_id(topic: &str, partition: i32) -> String {
-    format!("pullstats/kafka/{topic}/{partition}/offset")
-}
-
-/// The Delta application id holding a partition's session state generation.
-pub fn state_app_id(topic: &str, partition: i32) -> String {
-    format!("pullstats/kafka/{topic}/{partition}/sessions")
-}
+pub use crate::table::{offset_app_id, state_app_id};
 
 /// Kafka's topic name rule (it also keeps state paths safe).
 fn check_topic(topic: &str) -> anyhow::Result<()> {
@@ -370,6 +364,14 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
 
     let (tx, rx) = mpsc::channel(4);
     let writer_task = tokio::spawn(writer_task(writer, rejected_writer, rx));
+    let compactor = kafka_args.auto_compact.then(|| {
+        tokio::spawn(auto_compact(
+            args.table.clone(),
+            kafka_args.auto_compact_interval,
+            kafka_args.target_file_size,
+            metrics.clone(),
+        ))
+    });
     let daemon = Daemon {
         store: SessionStore::new(&args.table, &topic),
         topic: topic.clone(),
@@ -398,7 +400,53 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
         .context("cannot start the consumer thread")?;
     let result = wait_for_daemon(done_rx, signalled, kafka_args.shutdown_timeout).await;
     writer_task.abort();
+    if let Some(c) = compactor {
+        // A compaction cut short commits nothing; its files are orphans
+        // that `pullstats vacuum` deletes.
+        c.abort();
+    }
     result
+}
+
+/// `--auto-compact`: every `interval`, compacts the closed days that no file
+/// reached for `interval` (both tables). Compaction commits change no data,
+/// so they never conflict with the epochs' appends.
+async fn auto_compact(
+    table: PathBuf,
+    interval: Duration,
+    target_bytes: u64,
+    metrics: Arc<Metrics>,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick is immediate
+    loop {
+        tick.tick().await;
+        let now = chrono::Utc::now();
+        let options = CompactOptions {
+            days: DaySelection::Closed,
+            target_bytes,
+            today: now.date_naive(),
+            quiet_for: Some(interval),
+            now_ms: now.timestamp_millis(),
+        };
+        let tables = match crate::cmd::maintenance_tables(&table) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!("auto-compaction skipped: {e:#}");
+                continue;
+            }
+        };
+        for (path, kind) in tables {
+            let mut done = |r: &CompactReport| {
+                metrics.compacted_days.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(table = %path.display(), "compacted {}", crate::cmd::compact::describe(r));
+            };
+            if let Err(e) = maintenance::compact(&path, kind, &options, &mut done).await {
+                tracing::warn!(table = %path.display(), "auto-compaction failed: {e:#}; trying again in {interval:?}");
+            }
+        }
+    }
 }
 
 /// Waits for the consumer thread; after a signal, at most `timeout`.

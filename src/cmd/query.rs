@@ -28,5 +28,5 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
     let table = args.table.as_deref().context("--table is required")?;
     let values: BTreeMap<String, String> = args.params.iter().cloned().collect();
     let sql = saved::find(name)?.render(&values)?;
-    crate::cmd::sql::run_statement(table, &sql, args.format).await
+    crate::cmd::sql::run_statement(table, None, &sql, args.format).await
 }

@@ -8,7 +8,12 @@ use crate::query::{self, OutputFormat};
 
 pub async fn run(args: SqlArgs) -> anyhow::Result<()> {
     match &args.statement {
-        Some(statement) => run_statement(&args.table, statement, args.format).await,
+        Some(statement) => {
+            run_statement(&args.table, args.as_of_version, statement, args.format).await
+        }
+        None if args.as_of_version.is_some() => {
+            anyhow::bail!("--as-of-version needs a statement (the shell reads the latest version)")
+        }
         None => crate::cmd::shell::run(&args.table).await,
     }
 }
@@ -16,6 +21,7 @@ pub async fn run(args: SqlArgs) -> anyhow::Result<()> {
 /// Runs one statement over the table at `table`, results on stdout.
 pub async fn run_statement(
     table: &Path,
+    version: Option<u64>,
     statement: &str,
     format: OutputFormat,
 ) -> anyhow::Result<()> {
@@ -24,7 +30,7 @@ pub async fn run_statement(
         anyhow::bail!("parquet output is binary: redirect stdout to a file");
     }
     let result = async {
-        let ctx = query::session(table).await?;
+        let ctx = query::session_at(table, version).await?;
         let stream = query::execute(&ctx, statement).await?;
         let mut out = std::io::BufWriter::new(std::io::stdout());
         query::write_results(stream, format, &mut out, &|_| ()).await?;

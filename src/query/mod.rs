@@ -34,6 +34,8 @@ pub enum QueryError {
     Sql(#[from] DataFusionError),
     #[error("cannot write results: {0}")]
     Output(String),
+    #[error(transparent)]
+    Version(#[from] crate::table::maintenance::MaintenanceError),
 }
 
 /// Output formats of query results.
@@ -55,18 +57,33 @@ const CSV_TIMESTAMP_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
 /// A DataFusion session with the table at `path` registered as `pulls`,
 /// and its rejected-requests table (when there is one) as `rejected`.
 pub async fn session(path: &Path) -> Result<SessionContext, QueryError> {
+    session_at(path, None).await
+}
+
+/// [`session`] with the pulls table as of `version` (time travel); the
+/// rejected table, versioned apart, is left out then.
+pub async fn session_at(path: &Path, version: Option<u64>) -> Result<SessionContext, QueryError> {
     let config = SessionConfig::new().with_information_schema(true);
     let ctx = SessionContext::new_with_config(config);
-    register(&ctx, path, TableKind::Pulls).await?;
+    let pulls = match version {
+        Some(v) => table::maintenance::open_version(path, TableKind::Pulls, v).await?,
+        None => table::open(path, TableKind::Pulls).await?,
+    };
+    register(&ctx, path, TableKind::Pulls, pulls).await?;
     let rejected = table::rejected_path(path);
-    if rejected.join("_delta_log").is_dir() {
-        register(&ctx, &rejected, TableKind::Rejected).await?;
+    if version.is_none() && rejected.join("_delta_log").is_dir() {
+        let table = table::open(&rejected, TableKind::Rejected).await?;
+        register(&ctx, &rejected, TableKind::Rejected, table).await?;
     }
     Ok(ctx)
 }
 
-async fn register(ctx: &SessionContext, path: &Path, kind: TableKind) -> Result<(), QueryError> {
-    let table = table::open(path, kind).await?;
+async fn register(
+    ctx: &SessionContext,
+    path: &Path,
+    kind: TableKind,
+    table: deltalake::DeltaTable,
+) -> Result<(), QueryError> {
     let failed = |e: Box<dyn std::error::Error + Send + Sync>| QueryError::Register {
         path: path.to_owned(),
         source: e,

@@ -12,6 +12,7 @@
 //! land atomically with the data, and Delta's conflict check fences a
 //! writer that lost a partition (see [`TableError::is_conflict`]).
 
+pub mod maintenance;
 pub mod sessions;
 
 use std::collections::HashMap;
@@ -20,7 +21,7 @@ use std::path::{Path, PathBuf};
 use arrow::array::RecordBatch;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
-use deltalake::kernel::{Action, StructType, Transaction};
+use deltalake::kernel::{Action, Remove, StructType, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableError};
@@ -57,6 +58,15 @@ impl TableKind {
         match self {
             TableKind::Pulls => table_schema(),
             TableKind::Rejected => rejected_schema(),
+        }
+    }
+
+    /// The order compaction sorts a day's rows in: the summary queries'
+    /// grouping keys first, so row-group statistics prune by repository.
+    fn sort_columns(self) -> &'static [&'static str] {
+        match self {
+            TableKind::Pulls => &["namespace", "repository", "reference", "timestamp"],
+            TableKind::Rejected => &["namespace", "repository", "status", "reason"],
         }
     }
 
@@ -144,6 +154,17 @@ pub fn table_url(path: &Path, create: bool) -> Result<Url, TableError> {
         return Err(location("not a directory".into()));
     }
     Url::from_directory_path(&abs).map_err(|()| location("not an absolute path".into()))
+}
+
+/// The Delta application id holding a Kafka partition's next offset.
+pub fn offset_app_id(topic: &str, partition: i32) -> String {
+    format!("pullstats/kafka/{topic}/{partition}/offset")
+}
+
+/// The Delta application id holding a Kafka partition's session state
+/// generation (see [`sessions`]).
+pub fn state_app_id(topic: &str, partition: i32) -> String {
+    format!("pullstats/kafka/{topic}/{partition}/sessions")
 }
 
 /// The version a writer recorded under `app_id` in a Delta application
@@ -234,6 +255,8 @@ pub struct TableWriter {
     table: DeltaTable,
     writer: RecordBatchWriter,
     window_rows: usize,
+    /// Rows after which the open files are sealed.
+    file_rows: usize,
     adds: Vec<Action>,
 }
 
@@ -255,8 +278,16 @@ impl TableWriter {
             table,
             writer,
             window_rows: 0,
+            file_rows: MAX_WINDOW_ROWS,
             adds: Vec::new(),
         })
+    }
+
+    /// Seals files at about `rows` rows (at most [`MAX_WINDOW_ROWS`]):
+    /// compaction uses it to cut files at a target size.
+    pub fn with_file_rows(mut self, rows: usize) -> Self {
+        self.file_rows = rows.clamp(1, MAX_WINDOW_ROWS);
+        self
     }
 
     /// The table as of the last commit (or as given to [`Self::rebase`]).
@@ -311,7 +342,7 @@ impl TableWriter {
         }
         self.writer.write(batch).await.map_err(delta(&self.path))?;
         self.window_rows += n;
-        if self.window_rows >= MAX_WINDOW_ROWS {
+        if self.window_rows >= self.file_rows {
             self.seal().await?;
         }
         Ok(())
@@ -333,12 +364,6 @@ impl TableWriter {
         metadata: HashMap<String, Value>,
         txns: Vec<Transaction>,
     ) -> Result<Option<u64>, TableError> {
-        self.seal().await?;
-        if self.adds.is_empty() && txns.is_empty() {
-            return Ok(None);
-        }
-        let path = self.path.clone();
-        let snapshot = self.table.snapshot().map_err(delta(&path))?;
         let operation = DeltaOperation::Write {
             mode: SaveMode::Append,
             partition_by: Some(vec![PARTITION_COLUMN.to_owned()]),
@@ -346,9 +371,58 @@ impl TableWriter {
         };
         let properties = CommitProperties::default()
             .with_metadata(metadata)
-            .with_application_transactions(txns);
+            .with_application_transactions(txns.clone());
+        let allow_empty = !txns.is_empty();
+        self.commit_actions(operation, properties, Vec::new(), allow_empty)
+            .await
+    }
+
+    /// Commits the files written as a replacement of `removed` that changes
+    /// no data (compaction): both sides are marked `dataChange: false`, so
+    /// concurrent appends and readers do not conflict with it. Returns the
+    /// version and the sizes of the files written.
+    pub async fn commit_rewrite(
+        &mut self,
+        removed: Vec<Remove>,
+        operation: DeltaOperation,
+        metadata: HashMap<String, Value>,
+    ) -> Result<(Option<u64>, Vec<u64>), TableError> {
+        self.seal().await?;
+        let mut sizes = Vec::with_capacity(self.adds.len());
+        for action in &mut self.adds {
+            if let Action::Add(add) = action {
+                add.data_change = false;
+                sizes.push(u64::try_from(add.size).unwrap_or(0));
+            }
+        }
+        let properties = CommitProperties::default().with_metadata(metadata);
+        let removes = removed.into_iter().map(Action::Remove).collect();
+        let version = self
+            .commit_actions(operation, properties, removes, false)
+            .await?;
+        Ok((version, sizes))
+    }
+
+    /// One commit of the written files plus `extra` actions; without
+    /// `allow_empty`, nothing is committed when there are no such actions
+    /// (a commit of application transactions alone is allowed).
+    async fn commit_actions(
+        &mut self,
+        operation: DeltaOperation,
+        properties: CommitProperties,
+        extra: Vec<Action>,
+        allow_empty: bool,
+    ) -> Result<Option<u64>, TableError> {
+        self.seal().await?;
+        if self.adds.is_empty() && extra.is_empty() && !allow_empty {
+            return Ok(None);
+        }
+        let path = self.path.clone();
+        let snapshot = self.table.snapshot().map_err(delta(&path))?;
+        let mut actions = self.adds.clone();
+        actions.extend(extra);
         let result = CommitBuilder::from(properties)
-            .with_actions(self.adds.clone())
+            .with_actions(actions)
             .build(Some(snapshot), self.table.log_store(), operation)
             .await;
         let version = match result {

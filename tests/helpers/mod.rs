@@ -8,6 +8,16 @@ use pullstats::gen::GenStats;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_pullstats");
 
+/// Every column of the pulls table, for comparing two tables row by row.
+pub const ALL_ROWS: &str =
+    "SELECT action, action_day, timestamp, namespace, repository, reference, tag, \
+    digest, http_method, country, host, type, domain, user_agent_tool, user_agent_version, owner, \
+    ip_hash, os, arch, user_agent_product, requests, late FROM pulls \
+    ORDER BY timestamp, ip_hash, namespace, repository, reference, action, requests, http_method";
+pub const REJECTED_ROWS: &str =
+    "SELECT action_day, namespace, repository, status, reason, SUM(requests) AS n \
+    FROM rejected GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5";
+
 /// A `pullstats` command with a test IP hash key and quiet logs.
 pub fn pullstats() -> Command {
     let mut c = Command::new(BIN);
@@ -95,6 +105,17 @@ pub fn sql_rows(table: &Path, sql: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// `pullstats export --table TABLE ARGS…`; returns stdout.
+pub fn export(table: &Path, args: &[&str]) -> String {
+    run_ok(
+        pullstats()
+            .arg("export")
+            .arg("--table")
+            .arg(table)
+            .args(args),
+    )
+}
+
 /// A single integer from SQL.
 pub fn sql_count(table: &Path, sql: &str) -> u64 {
     let rows = sql_rows(table, sql);
@@ -144,4 +165,25 @@ pub fn enterprise_mmdb(path: &Path) {
     }
     db.write_to(std::fs::File::create(path).expect("create"))
         .expect("write");
+}
+
+/// Both tables hold the same actions and the same rejected-request counts.
+pub fn assert_same_tables(got: &Path, want: &Path) {
+    let (a, b) = (sql_rows(got, ALL_ROWS), sql_rows(want, ALL_ROWS));
+    assert!(a.len() > 100, "the reference has actions");
+    assert_eq!(a.len(), b.len(), "same number of actions");
+    assert!(
+        a == b,
+        "{} and {} hold different actions",
+        got.display(),
+        want.display()
+    );
+    let (a, b) = (sql_rows(got, REJECTED_ROWS), sql_rows(want, REJECTED_ROWS));
+    assert!(a.len() > 10, "the reference has rejected requests");
+    assert!(
+        a == b,
+        "{} and {} hold different rejected-request counts",
+        got.display(),
+        want.display()
+    );
 }

@@ -20,16 +20,6 @@ use crate::helpers::*;
 use pullstats::cmd::daemon::{offset_app_id, state_app_id};
 use pullstats::table::sessions::SessionStore;
 
-/// Every column of the pulls table, for comparing two tables row by row.
-const ALL_ROWS: &str =
-    "SELECT action, action_day, timestamp, namespace, repository, reference, tag, \
-    digest, http_method, country, host, type, domain, user_agent_tool, user_agent_version, owner, \
-    ip_hash, os, arch, user_agent_product, requests, late FROM pulls \
-    ORDER BY timestamp, ip_hash, namespace, repository, reference, action, requests, http_method";
-const REJECTED_ROWS: &str =
-    "SELECT action_day, namespace, repository, status, reason, SUM(requests) AS n \
-    FROM rejected GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5";
-
 fn tansu() -> PathBuf {
     if let Some(p) = std::env::var_os("TANSU") {
         return PathBuf::from(p);
@@ -395,22 +385,6 @@ pub fn reference(dir: &Path, events: &Path) -> PathBuf {
     let table = dir.join("reference");
     ingest(events, &table);
     table
-}
-
-pub fn assert_same_tables(got: &Path, want: &Path) {
-    let (a, b) = (sql_rows(got, ALL_ROWS), sql_rows(want, ALL_ROWS));
-    assert!(a.len() > 100, "the reference has actions");
-    assert_eq!(a.len(), b.len(), "same number of actions");
-    assert!(
-        a == b,
-        "the daemon's actions differ from ingest --from-file's"
-    );
-    let (a, b) = (sql_rows(got, REJECTED_ROWS), sql_rows(want, REJECTED_ROWS));
-    assert!(a.len() > 10, "the reference has rejected requests");
-    assert!(
-        a == b,
-        "the daemon's rejected-request counts differ from ingest --from-file's"
-    );
 }
 
 #[test]

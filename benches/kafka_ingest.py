@@ -1,0 +1,138 @@
+"""End-to-end Kafka ingest: events/s of the daemon against tansu, and its peak RSS.
+
+    python3 benches/kafka_ingest.py [--events 1000000] [--partitions 3]
+        [--bin target/release/pullstats] [--tansu ~/.cargo/bin/tansu]
+
+Starts a tansu broker (in memory) on a free loopback port, creates the topic,
+generates the events with `pullstats gen` and sends them with `pullstats
+produce` (keyed by client IP), then starts the daemon on the full topic and
+times it from process start until the table's commits record every offset of
+every partition (read from the Delta log's commit metadata, so the check
+itself costs nothing). Peak RSS is the daemon's VmHWM. Prints one table.
+"""
+import argparse
+import glob
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    sys.exit(f"the broker did not listen on {port}")
+
+
+def peak_rss_kib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class CommittedOffsets:
+    """Next offset per partition, from the pulls table's commit metadata."""
+
+    def __init__(self, table):
+        self.log = os.path.join(table, "_delta_log")
+        self.seen = set()
+        self.next = {}
+
+    def total(self):
+        for path in sorted(glob.glob(os.path.join(self.log, "*.json"))):
+            if path in self.seen:
+                continue
+            self.seen.add(path)
+            with open(path) as f:
+                for line in f:
+                    info = json.loads(line).get("commitInfo")
+                    parts = ((info or {}).get("pullstats") or {}).get("partitions") or {}
+                    for p, v in parts.items():
+                        self.next[p] = max(self.next.get(p, 0), v["next_offset"])
+        return sum(self.next.values())
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--partitions", type=int, default=3)
+    ap.add_argument("--bin", default="target/release/pullstats")
+    ap.add_argument("--tansu", default=os.path.expanduser("~/.cargo/bin/tansu"))
+    ap.add_argument("--timeout", type=float, default=1800)
+    args = ap.parse_args()
+    env = dict(os.environ, PULLSTATS_IP_HASH_KEY="bench", RUST_LOG="warn")
+    work = tempfile.mkdtemp(prefix="pullstats-kafka-")
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    broker_log = open(os.path.join(work, "broker.log"), "w")
+    broker = subprocess.Popen([args.tansu, "broker", "--listener-url", url, "--advertised-listener-url", url,
+                               "--storage-engine", "memory://tansu/"], stdout=broker_log, stderr=broker_log, cwd=work)
+    daemon = None
+    try:
+        wait_port(port)
+        subprocess.run([args.tansu, "topic", "create", "--broker", url, "--partitions", str(args.partitions),
+                        "events"], check=True, stdout=subprocess.DEVNULL)
+        events = os.path.join(work, "events.jsonl")
+        subprocess.run([args.bin, "gen", "--events", str(args.events), "--days", "7", "--output", events],
+                       check=True, env=env)
+        t = time.perf_counter()
+        subprocess.run([args.bin, "produce", "--brokers", f"127.0.0.1:{port}", "--topic", "events",
+                        "--from-file", events], check=True, env=env, stdout=subprocess.DEVNULL)
+        produce_s = time.perf_counter() - t
+
+        table = os.path.join(work, "pulls")
+        daemon_log = open(os.path.join(work, "daemon.log"), "w")
+        t = time.perf_counter()
+        daemon = subprocess.Popen([args.bin, "ingest", "--brokers", f"127.0.0.1:{port}", "--topic", "events",
+                                   "--group", "bench", "--table", table, "--idle-close", "3s"],
+                                  env=env, stdout=daemon_log, stderr=daemon_log)
+        offsets = CommittedOffsets(table)
+        peak = 0
+        while offsets.total() < args.events:
+            peak = max(peak, peak_rss_kib(daemon.pid))
+            if daemon.poll() is not None:
+                sys.exit(f"the daemon exited with {daemon.returncode}; see {work}/daemon.log")
+            if time.perf_counter() - t > args.timeout:
+                sys.exit(f"timed out; see {work}/daemon.log")
+            time.sleep(0.05)
+        ingest_s = time.perf_counter() - t
+        peak = max(peak, peak_rss_kib(daemon.pid))
+        daemon.send_signal(signal.SIGTERM)
+        rc = daemon.wait(timeout=60)
+        actions = subprocess.run([args.bin, "sql", "--format", "csv", "--table", table,
+                                  "SELECT count(*) FROM pulls"], check=True, env=env, capture_output=True,
+                                 text=True).stdout.split()[-1]
+    finally:
+        if daemon is not None and daemon.poll() is None:
+            daemon.kill()
+        broker.kill()
+        broker.wait()
+    print(f"| events | partitions | produce | daemon end to end | events/s | peak RSS | actions | exit |")
+    print(f"|---|---|---|---|---|---|---|---|")
+    print(f"| {args.events:,} | {args.partitions} | {produce_s:.1f} s | {ingest_s:.1f} s | "
+          f"{args.events / ingest_s:,.0f} | {peak / 1024:.0f} MiB | {int(actions):,} | {rc} |")
+    print(f"(work dir {work})")
+
+
+if __name__ == "__main__":
+    main()

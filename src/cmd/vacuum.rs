@@ -1,0 +1,30 @@
+//! `pullstats vacuum`: delete the data files that no version within the
+//! retention period needs, and files no commit ever referenced (epochs cut
+//! short by a crash), from the pulls table and its rejected table.
+
+use anyhow::Context;
+
+use crate::cli::VacuumArgs;
+use crate::cmd::maintenance_tables;
+use crate::table::maintenance;
+
+pub async fn run(args: VacuumArgs) -> anyhow::Result<()> {
+    for (path, kind) in maintenance_tables(&args.table)? {
+        let r = maintenance::vacuum(&path, kind, args.retention, args.force, args.dry_run)
+            .await
+            .with_context(|| {
+                format!(
+                    "vacuum of {} failed (a retention below the table's needs --force)",
+                    path.display()
+                )
+            })?;
+        let verb = if r.dry_run { "would delete" } else { "deleted" };
+        println!("{}: {verb} {} files", path.display(), r.files.len());
+        if r.dry_run {
+            for f in &r.files {
+                println!("  {f}");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,840 @@
+//! Table maintenance: compaction, retention, vacuum, time-travel checks and
+//! the facts `pullstats info` prints.
+//!
+//! Compaction rewrites the *small* files of a day (smaller than half the
+//! target size) into files of about the target size, sorted by the summary
+//! queries' grouping keys, in one commit per day whose adds and removes are
+//! all `dataChange: false`. Delta then treats it as OPTIMIZE: the daemon's
+//! appends never conflict with it, and it conflicts only with another commit
+//! that removed the same files (a second compaction, or retention), after
+//! which it re-plans the day and tries again. Large files are left alone, so
+//! a day is not rewritten again and again.
+//!
+//! Retention removes whole `action_day` partitions (metadata only, no
+//! rewrite); vacuum deletes the files no version within the retention period
+//! needs, orphans of killed writers included.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{ArrayRef, RecordBatch, StringArray};
+use chrono::{Months, NaiveDate};
+use datafusion::error::DataFusionError;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{col, ParquetReadOptions, SessionConfig, SessionContext};
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, Remove};
+use deltalake::operations::vacuum::VacuumMode;
+use deltalake::protocol::DeltaOperation;
+use deltalake::{DeltaTable, DeltaTableError};
+use futures::StreamExt;
+use serde::Serialize;
+use serde_json::json;
+
+use super::sessions::SESSIONS_DIR;
+use super::{delta, offset_app_id, state_app_id, table_url, txn_version};
+use super::{TableError, TableKind, TableWriter};
+use crate::schema::PARTITION_COLUMN;
+
+/// Default size of compacted files: large enough for few files per day and
+/// good compression, small enough that a day's summary reads in parallel.
+pub const DEFAULT_TARGET_FILE_BYTES: u64 = 128 * 1024 * 1024;
+/// Attempts at one day's compaction or a retention cut when concurrent
+/// commits conflict.
+const MAX_ATTEMPTS: u32 = 5;
+/// Memory DataFusion may use to sort a day before it spills to disk.
+const SORT_MEMORY_BYTES: usize = 512 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MaintenanceError {
+    #[error(transparent)]
+    Table(#[from] TableError),
+    #[error("cannot rewrite {day} of {path}: {source}")]
+    Rewrite {
+        day: String,
+        path: PathBuf,
+        #[source]
+        source: DataFusionError,
+    },
+    #[error("compacting {day} of {path} would change its row count ({before} rows read, {after} written); nothing was committed")]
+    RowCount {
+        day: String,
+        path: PathBuf,
+        before: u64,
+        after: u64,
+    },
+    #[error(
+        "{what} of {path} still conflicted with concurrent commits after {MAX_ATTEMPTS} attempts"
+    )]
+    Contended { what: String, path: PathBuf },
+    #[error("{path} has versions 0 to {latest}; there is no version {version}")]
+    NoSuchVersion {
+        path: PathBuf,
+        version: u64,
+        latest: u64,
+    },
+    #[error("version {version} of {path} can no longer be read: {missing} of its {files} data files were removed by `pullstats vacuum` (first: {first}); vacuum keeps only what versions within its retention period need")]
+    Vacuumed {
+        path: PathBuf,
+        version: u64,
+        missing: usize,
+        files: usize,
+        first: String,
+    },
+    #[error("version {version} of {path} can no longer be read (its log entries were cleaned up after the log retention period): {source}")]
+    LogGone {
+        path: PathBuf,
+        version: u64,
+        #[source]
+        source: DeltaTableError,
+    },
+    #[error("vacuum of {path}: {source}")]
+    Vacuum {
+        path: PathBuf,
+        #[source]
+        source: DeltaTableError,
+    },
+}
+
+impl MaintenanceError {
+    fn is_conflict(&self) -> bool {
+        matches!(self, MaintenanceError::Table(e) if e.is_conflict())
+    }
+}
+
+/// A data file of the table's current version.
+#[derive(Debug, Clone)]
+pub struct DataFile {
+    /// Path relative to the table root.
+    pub path: String,
+    pub day: String,
+    pub bytes: u64,
+    /// Rows, from the file's statistics.
+    pub rows: Option<u64>,
+    /// When it was written (ms since the epoch).
+    pub modified_ms: i64,
+    remove: Remove,
+}
+
+/// The data files of `table`'s loaded version.
+pub fn data_files(path: &Path, table: &DeltaTable) -> Result<Vec<DataFile>, TableError> {
+    let snapshot = table.snapshot().map_err(delta(path))?;
+    let log = snapshot.log_data();
+    Ok(log
+        .iter()
+        .map(|f| DataFile {
+            path: f.path().into_owned(),
+            day: f
+                .partition_values_map()
+                .get(PARTITION_COLUMN)
+                .cloned()
+                .flatten()
+                .unwrap_or_default(),
+            bytes: u64::try_from(f.size()).unwrap_or(0),
+            rows: f.num_records().map(|n| n as u64),
+            modified_ms: f.modification_time(),
+            remove: f.remove_action(false),
+        })
+        .collect())
+}
+
+/// Which days compaction considers. Today (UTC) is never closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DaySelection {
+    /// Every day before today.
+    Closed,
+    /// This day only (even today, on request).
+    Day(NaiveDate),
+    /// This day and later ones, before today.
+    Since(NaiveDate),
+}
+
+#[derive(Debug, Clone)]
+pub struct CompactOptions {
+    pub days: DaySelection,
+    pub target_bytes: u64,
+    pub today: NaiveDate,
+    /// Skip days that received a file within this long (the daemon's
+    /// `--auto-compact` waits for days to go quiet).
+    pub quiet_for: Option<Duration>,
+    /// The clock for `quiet_for` (ms since the epoch).
+    pub now_ms: i64,
+}
+
+/// A file is small, and worth rewriting, below half the target size.
+pub fn is_small(bytes: u64, target_bytes: u64) -> bool {
+    bytes < target_bytes / 2
+}
+
+/// The small files of one day, rewritten together.
+#[derive(Debug, Clone)]
+pub struct DayPlan {
+    pub day: String,
+    pub files: Vec<DataFile>,
+}
+
+impl DayPlan {
+    pub fn bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.bytes).sum()
+    }
+
+    /// Rows, when every file has statistics.
+    pub fn rows(&self) -> Option<u64> {
+        self.files.iter().map(|f| f.rows).sum()
+    }
+}
+
+/// The days worth compacting (two small files or more), oldest first.
+pub fn plan(files: &[DataFile], options: &CompactOptions) -> Vec<DayPlan> {
+    let today = options.today.format("%Y-%m-%d").to_string();
+    let selected = |day: &str| match options.days {
+        DaySelection::Closed => day < today.as_str(),
+        DaySelection::Day(d) => day == d.format("%Y-%m-%d").to_string(),
+        DaySelection::Since(d) => {
+            day >= d.format("%Y-%m-%d").to_string().as_str() && day < today.as_str()
+        }
+    };
+    let mut days: BTreeMap<&str, (Vec<DataFile>, i64)> = BTreeMap::new();
+    for f in files.iter().filter(|f| selected(&f.day)) {
+        let entry = days.entry(&f.day).or_default();
+        entry.1 = entry.1.max(f.modified_ms);
+        if is_small(f.bytes, options.target_bytes) {
+            entry.0.push(f.clone());
+        }
+    }
+    let quiet = |newest_ms: i64| {
+        options
+            .quiet_for
+            .is_none_or(|q| options.now_ms - newest_ms >= q.as_millis() as i64)
+    };
+    days.into_iter()
+        .filter(|(_, (small, newest))| small.len() >= 2 && quiet(*newest))
+        .map(|(day, (files, _))| DayPlan {
+            day: day.to_owned(),
+            files,
+        })
+        .collect()
+}
+
+/// What one day's compaction did.
+#[derive(Debug, Clone, Serialize)]
+pub struct CompactReport {
+    pub day: String,
+    pub files_before: usize,
+    pub bytes_before: u64,
+    pub files_after: usize,
+    pub bytes_after: u64,
+    pub rows: u64,
+    pub version: Option<u64>,
+    pub attempts: u32,
+}
+
+/// Compacts the planned days of the table at `path`, one commit per day;
+/// `progress` sees each day as it is done.
+pub async fn compact(
+    path: &Path,
+    kind: TableKind,
+    options: &CompactOptions,
+    progress: &mut (dyn FnMut(&CompactReport) + Send),
+) -> Result<Vec<CompactReport>, MaintenanceError> {
+    let table = super::open(path, kind).await?;
+    let days: Vec<String> = plan(&data_files(path, &table)?, options)
+        .into_iter()
+        .map(|p| p.day)
+        .collect();
+    let mut reports = Vec::with_capacity(days.len());
+    for day in days {
+        if let Some(report) = compact_day(path, kind, options, &day).await? {
+            progress(&report);
+            reports.push(report);
+        }
+    }
+    Ok(reports)
+}
+
+/// One day, re-planned from a fresh snapshot on every attempt; `None` when
+/// there is nothing left to do (another compaction got there first).
+async fn compact_day(
+    path: &Path,
+    kind: TableKind,
+    options: &CompactOptions,
+    day: &str,
+) -> Result<Option<CompactReport>, MaintenanceError> {
+    let day_date = NaiveDate::parse_from_str(day, "%Y-%m-%d").ok();
+    let options = CompactOptions {
+        days: day_date.map_or(options.days, DaySelection::Day),
+        ..options.clone()
+    };
+    for attempt in 1..=MAX_ATTEMPTS {
+        let table = super::open(path, kind).await?;
+        let Some(plan) = plan(&data_files(path, &table)?, &options).pop() else {
+            return Ok(None);
+        };
+        match rewrite(path, kind, table, &plan, options.target_bytes).await {
+            Ok(mut report) => {
+                report.attempts = attempt;
+                return Ok(Some(report));
+            }
+            Err(e) if e.is_conflict() => {
+                tracing::info!(
+                    day,
+                    attempt,
+                    "a concurrent commit removed files of this day; re-planning ({e})"
+                );
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(MaintenanceError::Contended {
+        what: format!("compacting {day}"),
+        path: path.to_owned(),
+    })
+}
+
+/// Reads the plan's files sorted, writes them anew, and commits the swap.
+async fn rewrite(
+    path: &Path,
+    kind: TableKind,
+    table: DeltaTable,
+    plan: &DayPlan,
+    target_bytes: u64,
+) -> Result<CompactReport, MaintenanceError> {
+    let failed = |source: DataFusionError| MaintenanceError::Rewrite {
+        day: plan.day.clone(),
+        path: path.to_owned(),
+        source,
+    };
+    let root = table_url(path, false)?
+        .to_file_path()
+        .unwrap_or_else(|()| path.to_owned());
+    let files: Vec<String> = plan
+        .files
+        .iter()
+        .map(|f| root.join(&f.path).to_string_lossy().into_owned())
+        .collect();
+    let rows_known = plan.rows();
+    let bytes_per_row = (plan.bytes() / rows_known.unwrap_or(1).max(1)).max(1);
+    let file_rows = usize::try_from(target_bytes / bytes_per_row).unwrap_or(usize::MAX);
+
+    let ctx = sort_session().map_err(failed)?;
+    let sort = kind
+        .sort_columns()
+        .iter()
+        .map(|c| col(*c).sort(true, true))
+        .collect();
+    let mut stream = ctx
+        .read_parquet(files, ParquetReadOptions::default())
+        .await
+        .and_then(|df| df.sort(sort))
+        .map_err(failed)?
+        .execute_stream()
+        .await
+        .map_err(failed)?;
+    let mut writer = TableWriter::new(path, table)?.with_file_rows(file_rows);
+    let mut rows = 0u64;
+    while let Some(batch) = stream.next().await {
+        let batch = with_day(kind, &batch.map_err(failed)?, &plan.day).map_err(failed)?;
+        rows += batch.num_rows() as u64;
+        writer.write(batch).await?;
+    }
+    if rows_known.is_some_and(|r| r != rows) {
+        writer.abort().await?;
+        return Err(MaintenanceError::RowCount {
+            day: plan.day.clone(),
+            path: path.to_owned(),
+            before: rows_known.unwrap_or(0),
+            after: rows,
+        });
+    }
+    let removed = plan.files.iter().map(|f| f.remove.clone()).collect();
+    let operation = DeltaOperation::Optimize {
+        predicate: Some(format!("{PARTITION_COLUMN} = '{}'", plan.day)),
+        target_size: i64::try_from(target_bytes).unwrap_or(i64::MAX),
+    };
+    let metadata = HashMap::from([(
+        "pullstats".to_owned(),
+        json!({"compact": {"day": plan.day, "files": plan.files.len(), "rows": rows}}),
+    )]);
+    let (version, written) = writer.commit_rewrite(removed, operation, metadata).await?;
+    Ok(CompactReport {
+        day: plan.day.clone(),
+        files_before: plan.files.len(),
+        bytes_before: plan.bytes(),
+        files_after: written.len(),
+        bytes_after: written.iter().sum(),
+        rows,
+        version,
+        attempts: 1,
+    })
+}
+
+/// A session that sorts within a memory budget, spilling beyond it.
+fn sort_session() -> Result<SessionContext, DataFusionError> {
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_limit(SORT_MEMORY_BYTES, 1.0)
+        .build_arc()?;
+    let mut config = SessionConfig::new().with_target_partitions(2);
+    config
+        .options_mut()
+        .execution
+        .parquet
+        .schema_force_view_types = false;
+    Ok(SessionContext::new_with_config_rt(config, runtime))
+}
+
+/// A batch read from a data file (which has no partition column) in the
+/// table's schema, with the partition column set to `day`.
+fn with_day(
+    kind: TableKind,
+    batch: &RecordBatch,
+    day: &str,
+) -> Result<RecordBatch, DataFusionError> {
+    let schema = kind.schema();
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        if field.name() == PARTITION_COLUMN {
+            columns.push(Arc::new(StringArray::from(vec![day; batch.num_rows()])));
+            continue;
+        }
+        let column = batch.column_by_name(field.name()).ok_or_else(|| {
+            DataFusionError::Plan(format!("a data file has no column {}", field.name()))
+        })?;
+        columns.push(arrow::compute::cast(column, field.data_type())?);
+    }
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// A retention window: `13m` (months), `90d`, `52w`, `2y`.
+pub fn parse_keep(s: &str) -> Result<Keep, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u32 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a retention window (e.g. 13m, 400d, 52w, 2y)"))?;
+    if n == 0 {
+        return Err("the retention window must be at least one day".into());
+    }
+    match unit {
+        "d" => Ok(Keep::Days(n)),
+        "w" => Ok(Keep::Days(n.saturating_mul(7))),
+        "m" | "mo" => Ok(Keep::Months(n)),
+        "y" => Ok(Keep::Months(n.saturating_mul(12))),
+        other => Err(format!(
+            "unknown unit `{other}` in `{s}` (d = days, w = weeks, m = months, y = years)"
+        )),
+    }
+}
+
+/// How much history to keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    Days(u32),
+    Months(u32),
+}
+
+impl Keep {
+    /// The first day kept when today is `today`: with `13m` on 2026-11-24,
+    /// 2025-10-24.
+    pub fn first_kept_day(self, today: NaiveDate) -> NaiveDate {
+        match self {
+            Keep::Days(n) => today - chrono::Days::new(u64::from(n)),
+            Keep::Months(n) => today
+                .checked_sub_months(Months::new(n))
+                .unwrap_or(NaiveDate::MIN),
+        }
+    }
+}
+
+/// What retention removed (or, in a dry run, would remove).
+#[derive(Debug, Clone, Serialize)]
+pub struct RetainReport {
+    pub table: PathBuf,
+    pub first_kept_day: String,
+    pub days: Vec<String>,
+    pub files: usize,
+    pub rows: u64,
+    pub version: Option<u64>,
+}
+
+/// Removes every `action_day` before `first_kept` from the table at `path`.
+pub async fn retain(
+    path: &Path,
+    kind: TableKind,
+    first_kept: NaiveDate,
+    dry_run: bool,
+) -> Result<RetainReport, MaintenanceError> {
+    let cutoff = first_kept.format("%Y-%m-%d").to_string();
+    for _ in 0..MAX_ATTEMPTS {
+        let table = super::open(path, kind).await?;
+        let doomed: Vec<DataFile> = data_files(path, &table)?
+            .into_iter()
+            .filter(|f| f.day < cutoff)
+            .collect();
+        let mut days: Vec<String> = doomed.iter().map(|f| f.day.clone()).collect();
+        days.sort();
+        days.dedup();
+        let mut report = RetainReport {
+            table: path.to_owned(),
+            first_kept_day: cutoff.clone(),
+            days,
+            files: doomed.len(),
+            rows: doomed.iter().filter_map(|f| f.rows).sum(),
+            version: None,
+        };
+        if dry_run || doomed.is_empty() {
+            return Ok(report);
+        }
+        let predicate = format!("{PARTITION_COLUMN} < '{cutoff}'");
+        let actions = doomed
+            .into_iter()
+            .map(|f| {
+                Action::Remove(Remove {
+                    data_change: true,
+                    deletion_timestamp: Some(chrono::Utc::now().timestamp_millis()),
+                    ..f.remove
+                })
+            })
+            .collect();
+        let properties = CommitProperties::default().with_metadata([(
+            "pullstats".to_owned(),
+            json!({"retain": {"first_kept_day": cutoff}}),
+        )]);
+        let snapshot = table.snapshot().map_err(delta(path))?;
+        let result = CommitBuilder::from(properties)
+            .with_actions(actions)
+            .build(
+                Some(snapshot),
+                table.log_store(),
+                DeltaOperation::Delete {
+                    predicate: Some(predicate),
+                },
+            )
+            .await
+            .map_err(|e| delta(path)(e));
+        match result {
+            Ok(finalized) => {
+                report.version = Some(finalized.version());
+                return Ok(report);
+            }
+            Err(e) if e.is_conflict() => {
+                tracing::info!("a concurrent commit touched the days to remove; re-planning ({e})");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(MaintenanceError::Contended {
+        what: "retention".into(),
+        path: path.to_owned(),
+    })
+}
+
+/// What vacuum deleted (or, in a dry run, would delete).
+#[derive(Debug, Clone, Serialize)]
+pub struct VacuumReport {
+    pub table: PathBuf,
+    pub dry_run: bool,
+    pub files: Vec<String>,
+}
+
+/// Deletes files that no version within `retention` needs (the table's
+/// `delta.deletedFileRetentionDuration`, 7 days, when `None`), and files no
+/// version ever referenced (writers killed before their commit) once they
+/// are older than that. A retention below the table's needs `force`.
+pub async fn vacuum(
+    path: &Path,
+    kind: TableKind,
+    retention: Option<Duration>,
+    force: bool,
+    dry_run: bool,
+) -> Result<VacuumReport, MaintenanceError> {
+    let table = super::open(path, kind).await?;
+    let mut builder = table
+        .vacuum()
+        .with_mode(VacuumMode::Full)
+        .with_dry_run(dry_run)
+        .with_enforce_retention_duration(!force);
+    if let Some(r) = retention {
+        let r = chrono::Duration::from_std(r).unwrap_or(chrono::Duration::MAX);
+        builder = builder.with_retention_period(r);
+    }
+    let (_, metrics) = builder.await.map_err(|source| MaintenanceError::Vacuum {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(VacuumReport {
+        table: path.to_owned(),
+        dry_run,
+        files: metrics.files_deleted,
+    })
+}
+
+/// The table at `version`, checked readable: its log is still there and
+/// vacuum has not deleted any of its files.
+pub async fn open_version(
+    path: &Path,
+    kind: TableKind,
+    version: u64,
+) -> Result<DeltaTable, MaintenanceError> {
+    let mut table = super::open(path, kind).await?;
+    let latest = table.version().unwrap_or(0);
+    if version > latest {
+        return Err(MaintenanceError::NoSuchVersion {
+            path: path.to_owned(),
+            version,
+            latest,
+        });
+    }
+    table
+        .load_version(version)
+        .await
+        .map_err(|source| MaintenanceError::LogGone {
+            path: path.to_owned(),
+            version,
+            source,
+        })?;
+    let root = table_url(path, false)?
+        .to_file_path()
+        .unwrap_or_else(|()| path.to_owned());
+    let files = data_files(path, &table)?;
+    let missing: Vec<&DataFile> = files
+        .iter()
+        .filter(|f| !root.join(&f.path).exists())
+        .collect();
+    if let Some(first) = missing.first() {
+        return Err(MaintenanceError::Vacuumed {
+            path: path.to_owned(),
+            version,
+            missing: missing.len(),
+            files: files.len(),
+            first: first.path.clone(),
+        });
+    }
+    Ok(table)
+}
+
+/// One Kafka partition's progress as the table records it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionProgress {
+    pub topic: String,
+    pub partition: i32,
+    pub next_offset: Option<i64>,
+    pub sessions_generation: Option<i64>,
+}
+
+/// One day's share of the table.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DayInfo {
+    pub files: usize,
+    pub small_files: usize,
+    pub bytes: u64,
+    pub rows: u64,
+}
+
+/// What `pullstats info` reports about one table.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableInfo {
+    pub table: PathBuf,
+    pub kind: &'static str,
+    pub version: u64,
+    pub last_commit_ms: Option<i64>,
+    pub last_operation: Option<String>,
+    pub last_checkpoint: Option<u64>,
+    pub files: usize,
+    pub small_files: usize,
+    pub bytes: u64,
+    pub rows: u64,
+    pub days: BTreeMap<String, DayInfo>,
+    pub kafka: Vec<PartitionProgress>,
+}
+
+/// Reads what [`TableInfo`] holds; small files are those compaction would
+/// rewrite at `target_bytes`.
+pub async fn info(
+    path: &Path,
+    kind: TableKind,
+    target_bytes: u64,
+) -> Result<TableInfo, MaintenanceError> {
+    let table = super::open(path, kind).await?;
+    let files = data_files(path, &table)?;
+    let mut days: BTreeMap<String, DayInfo> = BTreeMap::new();
+    for f in &files {
+        let d = days.entry(f.day.clone()).or_default();
+        d.files += 1;
+        d.small_files += usize::from(is_small(f.bytes, target_bytes));
+        d.bytes += f.bytes;
+        d.rows += f.rows.unwrap_or(0);
+    }
+    let last = table
+        .history(Some(1))
+        .next()
+        .await
+        .transpose()
+        .ok()
+        .flatten();
+    Ok(TableInfo {
+        table: path.to_owned(),
+        kind: kind.name(),
+        version: table.version().unwrap_or(0),
+        last_commit_ms: last.as_ref().and_then(|c| c.timestamp),
+        last_operation: last.and_then(|c| c.operation),
+        last_checkpoint: last_checkpoint(path),
+        files: files.len(),
+        small_files: days.values().map(|d| d.small_files).sum(),
+        bytes: days.values().map(|d| d.bytes).sum(),
+        rows: days.values().map(|d| d.rows).sum(),
+        days,
+        kafka: kafka_progress(path, &table).await?,
+    })
+}
+
+/// The version of the newest checkpoint (`_delta_log/_last_checkpoint`).
+fn last_checkpoint(path: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(path.join("_delta_log/_last_checkpoint")).ok()?;
+    serde_json::from_str::<serde_json::Value>(&text)
+        .ok()?
+        .get("version")?
+        .as_u64()
+}
+
+/// The Kafka partitions the daemon ever wrote into the table: those with a
+/// session-state directory, with what the table's offsets say.
+async fn kafka_progress(
+    path: &Path,
+    table: &DeltaTable,
+) -> Result<Vec<PartitionProgress>, MaintenanceError> {
+    let mut out = Vec::new();
+    let Ok(topics) = std::fs::read_dir(path.join(SESSIONS_DIR)) else {
+        return Ok(out);
+    };
+    let mut pairs: Vec<(String, i32)> = Vec::new();
+    for topic in topics.flatten() {
+        let name = topic.file_name().to_string_lossy().into_owned();
+        for part in std::fs::read_dir(topic.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(p) = part.file_name().to_string_lossy().parse::<i32>() {
+                pairs.push((name.clone(), p));
+            }
+        }
+    }
+    pairs.sort();
+    for (topic, partition) in pairs {
+        let txn = |id| txn_version(table, id);
+        out.push(PartitionProgress {
+            next_offset: txn(offset_app_id(&topic, partition))
+                .await
+                .map_err(delta(path))?,
+            sessions_generation: txn(state_app_id(&topic, partition))
+                .await
+                .map_err(delta(path))?,
+            topic,
+            partition,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    fn file(day: &str, bytes: u64, modified_ms: i64) -> DataFile {
+        DataFile {
+            path: format!("{PARTITION_COLUMN}={day}/{bytes}-{modified_ms}.parquet"),
+            day: day.into(),
+            bytes,
+            rows: Some(bytes / 10),
+            modified_ms,
+            remove: Remove::default(),
+        }
+    }
+
+    fn day(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").expect("day")
+    }
+
+    fn options(days: DaySelection) -> CompactOptions {
+        CompactOptions {
+            days,
+            target_bytes: 1000,
+            today: day("2026-11-24"),
+            quiet_for: None,
+            now_ms: 10_000,
+        }
+    }
+
+    fn files() -> Vec<DataFile> {
+        vec![
+            // Two small files: compacted.
+            file("2026-11-01", 100, 1),
+            file("2026-11-01", 200, 2),
+            // A large one beside them is left alone.
+            file("2026-11-01", 900, 3),
+            // One small file alone: nothing to merge.
+            file("2026-11-02", 100, 4),
+            // Small files, but the day is recent (written at 9,500 ms).
+            file("2026-11-20", 100, 5),
+            file("2026-11-20", 100, 9_500),
+            // Today: never closed.
+            file("2026-11-24", 100, 7),
+            file("2026-11-24", 100, 8),
+        ]
+    }
+
+    #[rstest]
+    #[case::closed(DaySelection::Closed, None, &["2026-11-01", "2026-11-20"])]
+    #[case::quiet(DaySelection::Closed, Some(Duration::from_secs(1)), &["2026-11-01"])]
+    #[case::one_day(DaySelection::Day(day("2026-11-24")), None, &["2026-11-24"])]
+    #[case::since(DaySelection::Since(day("2026-11-02")), None, &["2026-11-20"])]
+    fn plans_days_with_two_small_files(
+        #[case] days: DaySelection,
+        #[case] quiet_for: Option<Duration>,
+        #[case] want: &[&str],
+    ) {
+        let plans = plan(
+            &files(),
+            &CompactOptions {
+                quiet_for,
+                ..options(days)
+            },
+        );
+        let got: Vec<&str> = plans.iter().map(|p| p.day.as_str()).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_plan_takes_only_the_small_files() {
+        let plans = plan(&files(), &options(DaySelection::Day(day("2026-11-01"))));
+        assert_eq!(plans.len(), 1);
+        assert_eq!(plans[0].files.len(), 2);
+        assert_eq!(plans[0].bytes(), 300);
+        assert_eq!(plans[0].rows(), Some(30));
+    }
+
+    #[rstest]
+    #[case("13m", "2026-11-24", "2025-10-24")]
+    #[case("1m", "2026-03-31", "2026-02-28")]
+    #[case("90d", "2026-11-24", "2026-08-26")]
+    #[case("2w", "2026-11-24", "2026-11-10")]
+    #[case("1y", "2024-02-29", "2023-02-28")]
+    fn retention_windows(#[case] keep: &str, #[case] today: &str, #[case] first: &str) {
+        let keep = parse_keep(keep).expect("window");
+        assert_eq!(keep.first_kept_day(day(today)), day(first));
+    }
+
+    #[rstest]
+    #[case("")]
+    #[case("0d")]
+    #[case("13")]
+    #[case("5h")]
+    #[case("m")]
+    fn bad_retention_windows_are_refused(#[case] keep: &str) {
+        assert!(parse_keep(keep).is_err(), "{keep}");
+    }
+}

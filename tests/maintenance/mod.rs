@@ -1,0 +1,280 @@
+//! Table maintenance end to end: compaction beside a concurrent writer,
+//! retention, vacuum and time travel, and `info`.
+
+use std::path::{Path, PathBuf};
+
+use crate::helpers::*;
+
+/// A "today" after every generated day: all of them are closed.
+const TODAY: &str = "2030-01-01";
+
+/// Splits the lines of `input` into `n` files of consecutive lines.
+fn split(input: &Path, dir: &Path, n: usize) -> Vec<PathBuf> {
+    // Bad lines may be invalid UTF-8: bytes, not strings.
+    let data = std::fs::read(input).expect("read");
+    let lines: Vec<&[u8]> = data.split_inclusive(|&b| b == b'\n').collect();
+    lines
+        .chunks(lines.len().div_ceil(n))
+        .enumerate()
+        .map(|(i, chunk)| {
+            let path = dir.join(format!("chunk-{i:03}.jsonl"));
+            std::fs::write(&path, chunk.concat()).expect("write");
+            path
+        })
+        .collect()
+}
+
+/// `pullstats info --format json` of the pulls table (first) and the
+/// rejected table.
+pub fn info(table: &Path) -> serde_json::Value {
+    let out = run_ok(
+        pullstats()
+            .args(["info", "--format", "json", "--table"])
+            .arg(table),
+    );
+    serde_json::from_str(&out).expect("info json")
+}
+
+fn file_count(table: &Path) -> u64 {
+    let info = info(table);
+    info.as_array()
+        .expect("tables")
+        .iter()
+        .map(|t| t["files"].as_u64().expect("files"))
+        .sum()
+}
+
+fn compact(table: &Path) -> String {
+    run_ok(
+        pullstats()
+            .args(["compact", "--today", TODAY, "--table"])
+            .arg(table),
+    )
+}
+
+/// Every export view over the generated span; raw rows as a sorted
+/// multiset (rows with equal timestamps have no defined order).
+fn exports(table: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for view in ["summary", "repo-summary", "namespace-summary"] {
+        out.push(export(table, &["--view", view, "--month", "2026-11"]));
+        out.push(export(table, &["--view", view, "--week", "2026-W45"]));
+    }
+    let raw = export(table, &["--view", "raw", "--week", "2026-W45"]);
+    let mut lines: Vec<&str> = raw.lines().collect();
+    lines.sort_unstable();
+    out.push(lines.join("\n"));
+    out
+}
+
+#[test]
+fn compaction_beside_a_writer_changes_no_row_and_no_export() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (events, _) = generate(
+        dir.path(),
+        "events.jsonl",
+        &[
+            "--events",
+            "20000",
+            "--seed",
+            "21",
+            "--days",
+            "5",
+            "--bad-ratio",
+            "0.01",
+        ],
+    );
+    let chunks = split(&events, dir.path(), 40);
+    let (table, reference) = (dir.path().join("pulls"), dir.path().join("reference"));
+    for chunk in &chunks {
+        ingest(chunk, &reference);
+    }
+    for chunk in &chunks[..28] {
+        ingest(chunk, &table);
+    }
+    let before = file_count(&table);
+    // Another writer appends (to the days being compacted) meanwhile.
+    let writer = {
+        let (table, rest) = (table.clone(), chunks[28..].to_vec());
+        std::thread::spawn(move || {
+            for chunk in &rest {
+                ingest(chunk, &table);
+            }
+        })
+    };
+    let out = compact(&table);
+    writer.join().expect("the concurrent writer");
+    assert!(out.contains("2026-11-02 "), "days compacted:\n{out}");
+    // The appended files are small too: a second run takes them.
+    compact(&table);
+    // Every day of both tables fits in one file of the target size.
+    let after = file_count(&table);
+    assert_eq!(after, 2 * 5, "one file per day and table");
+    assert!(
+        after * 4 <= before,
+        "far fewer files: {before} before, {after} after"
+    );
+    assert_same_tables(&table, &reference);
+    assert_eq!(exports(&table), exports(&reference));
+    assert!(
+        compact(&table).contains("nothing to compact"),
+        "compaction is idempotent"
+    );
+    let pulls = &info(&table)[0];
+    assert_eq!(
+        pulls["small_files"],
+        pulls["days"].as_object().map_or(0, |d| d.len())
+    );
+    assert_eq!(pulls["last_operation"], "OPTIMIZE");
+}
+
+/// Per day: the number of actions.
+fn per_day(table: &Path) -> Vec<Vec<String>> {
+    sql_rows(
+        table,
+        "SELECT action_day, count(*) AS n FROM pulls GROUP BY 1 ORDER BY 1",
+    )
+}
+
+/// Parquet files under the partitions of days before `day`, both tables.
+fn files_before_day(table: &Path, day: &str) -> usize {
+    let rejected = table.with_file_name("pulls.rejected");
+    [table.to_owned(), rejected]
+        .iter()
+        .flat_map(|t| std::fs::read_dir(t).into_iter().flatten().flatten())
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("action_day=").is_some_and(|d| d < day)
+        })
+        .flat_map(|e| std::fs::read_dir(e.path()).into_iter().flatten().flatten())
+        .filter(|f| f.file_name().to_string_lossy().ends_with(".parquet"))
+        .count()
+}
+
+#[test]
+fn retention_removes_old_days_and_vacuum_their_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (events, _) = generate(
+        dir.path(),
+        "events.jsonl",
+        &[
+            "--events",
+            "20000",
+            "--seed",
+            "22",
+            "--start",
+            "2026-08-01",
+            "--days",
+            "61",
+            "--bad-ratio",
+            "0.01",
+        ],
+    );
+    let table = dir.path().join("pulls");
+    ingest(&events, &table);
+    let before = per_day(&table);
+    let total = sql_count(&table, "SELECT count(*) FROM pulls");
+    let version_before = info(&table)[0]["version"].as_u64().expect("version");
+    let retain = |extra: &[&str]| {
+        run_ok(
+            pullstats()
+                .args(["retain", "--keep", "1m", "--today", "2026-10-01", "--table"])
+                .arg(&table)
+                .args(extra),
+        )
+    };
+
+    let dry = retain(&["--dry-run"]);
+    assert!(
+        dry.contains("would remove 2026-08-01 .. 2026-08-31 (31 days"),
+        "{dry}"
+    );
+    assert_eq!(per_day(&table), before, "a dry run changes nothing");
+    retain(&[]);
+    let kept: Vec<Vec<String>> = before
+        .iter()
+        .filter(|row| row[0].as_str() >= "2026-09-01" || row[0] == "action_day")
+        .cloned()
+        .collect();
+    assert_eq!(kept.len(), 31, "header + September");
+    assert_eq!(per_day(&table), kept, "exactly the old days went");
+    let rejected_min = sql_rows(&table, "SELECT min(action_day) FROM rejected");
+    assert!(
+        rejected_min[1][0].as_str() >= "2026-09-01",
+        "{rejected_min:?}"
+    );
+
+    // Until vacuum, time travel still reads the removed days.
+    let at_version = |sql: &str| {
+        run(pullstats()
+            .args(["sql", "--format", "csv", "--as-of-version"])
+            .arg(version_before.to_string())
+            .arg("--table")
+            .arg(&table)
+            .arg(sql))
+    };
+    let old = at_version("SELECT count(*) AS n FROM pulls");
+    assert!(old.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&old.stdout).lines().nth(1),
+        Some(total.to_string().as_str())
+    );
+
+    let vacuum = |extra: &[&str]| {
+        run(pullstats()
+            .args(["vacuum", "--retention", "0s", "--table"])
+            .arg(&table)
+            .args(extra))
+    };
+    let refused = vacuum(&[]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--force"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let old_files = files_before_day(&table, "2026-09-01");
+    assert!(old_files >= 31, "{old_files} files of August on disk");
+    let listed = String::from_utf8(vacuum(&["--force", "--dry-run"]).stdout).expect("utf-8");
+    let counts = |out: &str, verb: &str| -> usize {
+        out.lines()
+            .filter_map(|l| l.split_once(verb))
+            .map(|(_, rest)| {
+                rest.trim()
+                    .split(' ')
+                    .next()
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .expect("a count")
+            })
+            .sum()
+    };
+    assert_eq!(counts(&listed, "would delete"), old_files, "{listed}");
+    assert_eq!(
+        files_before_day(&table, "2026-09-01"),
+        old_files,
+        "a dry run deletes nothing"
+    );
+    let done = vacuum(&["--force"]);
+    assert!(done.status.success());
+    assert_eq!(
+        counts(&String::from_utf8_lossy(&done.stdout), "deleted"),
+        old_files
+    );
+    assert_eq!(files_before_day(&table, "2026-09-01"), 0);
+    assert_eq!(per_day(&table), kept, "the current version is intact");
+
+    let gone = at_version("SELECT count(*) AS n FROM pulls");
+    assert_eq!(gone.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&gone.stderr);
+    assert!(
+        err.contains(&format!("version {version_before} of"))
+            && err.contains("can no longer be read")
+            && err.contains("vacuum"),
+        "{err}"
+    );
+    let future = run(pullstats()
+        .args(["sql", "--as-of-version", "999", "--table"])
+        .arg(&table)
+        .arg("SELECT 1"));
+    assert!(String::from_utf8_lossy(&future.stderr).contains("there is no version 999"));
+}
