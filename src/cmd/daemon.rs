@@ -510,6 +510,7 @@ fn consumer_defaults(args: &KafkaArgs) -> Vec<(&'static str, String)> {
 
 impl Daemon {
     fn run(mut self) -> anyhow::Result<()> {
+        self.require_dlq_topic()?;
         loop {
             self.handle_group_events()?;
             if self.shutdown.load(Ordering::SeqCst) {
@@ -528,6 +529,34 @@ impl Daemon {
             if self.epoch_due() {
                 self.commit_epoch()?;
             }
+        }
+    }
+
+    /// Dead letters are confirmed before each commit, so a missing
+    /// dead-letter topic would stall every commit: refuse to start instead.
+    /// Waits (logging once) while the brokers cannot be reached.
+    fn require_dlq_topic(&self) -> anyhow::Result<()> {
+        let mut wait = Duration::from_millis(200);
+        loop {
+            let found = kafka::topic_exists(
+                &self.consumer,
+                self.dlq.topic(),
+                "dead-letter",
+                BROKER_CALL_TIMEOUT,
+            )?;
+            if found.is_some() {
+                self.consumer.context().connectivity().ok();
+                return Ok(());
+            }
+            if self.shutdown.load(Ordering::SeqCst) {
+                bail!("stopped before the brokers answered");
+            }
+            self.consumer
+                .context()
+                .connectivity()
+                .unreachable("checking the dead-letter topic");
+            std::thread::sleep(wait);
+            wait = (wait * 2).min(Duration::from_secs(5));
         }
     }
 

@@ -53,6 +53,47 @@ pub enum KafkaSourceError {
         #[source]
         source: KafkaError,
     },
+    #[error("the {role} topic `{topic}` does not exist on the brokers: create it, or name another with --dlq-topic (without it, bad messages could not be set aside and nothing could be committed)")]
+    MissingTopic { role: &'static str, topic: String },
+    #[error("the {role} topic `{topic}` cannot be used: {code}")]
+    UnusableTopic {
+        role: &'static str,
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
+}
+
+/// Whether `topic` exists, asked of the brokers (a consumer's metadata
+/// request never creates topics). `Ok(None)`: no answer (brokers
+/// unreachable), ask again later.
+pub fn topic_exists<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    role: &'static str,
+    timeout: Duration,
+) -> Result<Option<()>, KafkaSourceError> {
+    let metadata = match consumer.fetch_metadata(Some(topic), timeout) {
+        Ok(m) => m,
+        Err(_) => return Ok(None),
+    };
+    let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
+        return Ok(None);
+    };
+    match t.error().map(RDKafkaErrorCode::from) {
+        None => Ok(Some(())),
+        Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
+            Err(KafkaSourceError::MissingTopic {
+                role,
+                topic: topic.to_owned(),
+            })
+        }
+        Some(RDKafkaErrorCode::LeaderNotAvailable) => Ok(None),
+        Some(code) => Err(KafkaSourceError::UnusableTopic {
+            role,
+            topic: topic.to_owned(),
+            code,
+        }),
+    }
 }
 
 /// `key=value` of `-X` (validated by clap).
@@ -285,11 +326,16 @@ impl Connectivity {
             )
         );
         if transport {
-            if !self.down.swap(true, Ordering::Relaxed) {
-                tracing::warn!("Kafka unreachable ({reason}); retrying with backoff");
-            }
+            self.unreachable(reason);
         } else {
             tracing::warn!("Kafka error: {error}: {reason}");
+        }
+    }
+
+    /// No answer from the brokers (no error value to classify).
+    pub fn unreachable(&self, reason: &str) {
+        if !self.down.swap(true, Ordering::Relaxed) {
+            tracing::warn!("Kafka unreachable ({reason}); retrying with backoff");
         }
     }
 
@@ -419,6 +465,11 @@ impl KafkaDeadLetters {
             count: 0,
             flush_timeout,
         })
+    }
+
+    /// The dead-letter topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
     }
 
     fn err(&self, source: std::io::Error) -> DeadLetterError {

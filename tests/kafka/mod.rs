@@ -392,6 +392,7 @@ fn daemon_table_equals_file_ingest_and_stops_cleanly() {
     let dir = test_dir();
     let broker = Broker::memory(dir.path());
     broker.create_topic("events", 3);
+    broker.create_topic("events.dlq", 1);
     let (events, _) = generate(
         dir.path(),
         "events.jsonl",
@@ -420,6 +421,7 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     let dir = test_dir();
     let broker = Broker::memory(dir.path());
     broker.create_topic("events", 2);
+    broker.create_topic("events.dlq", 1);
     let (events, _) = generate(
         dir.path(),
         "events.jsonl",
@@ -494,6 +496,7 @@ fn two_daemons_in_one_group_one_killed() {
     let dir = test_dir();
     let broker = Broker::memory(dir.path());
     broker.create_topic("events", 4);
+    broker.create_topic("events.dlq", 1);
     let (events, _) = generate(
         dir.path(),
         "events.jsonl",
@@ -665,6 +668,7 @@ fn broker_down_for_30_seconds_is_survived() {
     let dir = test_dir();
     let mut broker = Broker::sqlite(dir.path());
     broker.create_topic("events", 2);
+    broker.create_topic("events.dlq", 1);
     // Two spans of days, so that no pull straddles the outage: the daemon
     // closes quiet sessions, which a file ingest of both would have merged.
     let (first_file, _) = generate(
