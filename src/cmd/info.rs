@@ -42,7 +42,7 @@ fn print_text(i: &TableInfo) {
             .map_or("none".to_owned(), |v| format!("version {v}"))
     );
     println!(
-        "  files       {} ({} small), {}",
+        "  files       {} ({} small, to compact), {}",
         i.files,
         i.small_files,
         mib(i.bytes)

@@ -19,6 +19,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use crate::helpers::*;
 use pullstats::cmd::daemon::{offset_app_id, state_app_id};
 use pullstats::table::sessions::SessionStore;
+use pullstats::table::TableKind;
 
 fn tansu() -> PathBuf {
     if let Some(p) = std::env::var_os("TANSU") {
@@ -416,8 +417,74 @@ fn daemon_table_equals_file_ingest_and_stops_cleanly() {
 }
 
 #[test]
-#[ignore = "not finished: against tansu 0.6 a daemon restarted at an offset inside a record batch seeks back and then receives nothing (README, Not finished)"]
+fn auto_compact_rewrites_quiet_days_beside_the_daemon() {
+    let dir = test_dir();
+    let broker = Broker::memory(dir.path());
+    broker.create_topic("events", 1);
+    broker.create_topic("events.dlq", 1);
+    let (events, _) = generate(
+        dir.path(),
+        "events.jsonl",
+        &["--events", "20000", "--seed", "15"],
+    );
+    produce(&broker, "events", &events);
+    let ends = broker.end_offsets("events", 1, 20_000);
+    let table = dir.path().join("pulls");
+    // Commits every 50 ms leave several small files per day; the generated
+    // week is long closed by the wall clock.
+    let mut d = daemon(
+        &broker,
+        "events",
+        "g-compact",
+        &table,
+        &[
+            "--flush-interval",
+            "50ms",
+            "--auto-compact",
+            "--auto-compact-interval",
+            "2s",
+        ],
+    );
+    wait_done(&table, "events", &ends, Duration::from_secs(120));
+    let small_files = |path: &Path, kind| {
+        runtime().block_on(async {
+            let info = pullstats::table::maintenance::info(path, kind, 128 << 20)
+                .await
+                .expect("info");
+            (info.files, info.small_files, info.days.len())
+        })
+    };
+    wait_until(
+        Duration::from_secs(60),
+        "auto-compaction of every day",
+        || {
+            [
+                (table.clone(), TableKind::Pulls),
+                (table.with_extension("rejected"), TableKind::Rejected),
+            ]
+            .into_iter()
+            .all(|(path, kind)| {
+                let (files, small, days) = small_files(&path, kind);
+                small == 0 && files == days
+            })
+        },
+    );
+    // The daemon did it (a day is compacted only when it has several small
+    // files, so this also shows there were some).
+    let metrics = d.metrics();
+    let compacted = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("pullstats_compacted_days_total "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(compacted.is_some_and(|n| n > 0), "{metrics}");
+    let status = d.terminate(Duration::from_secs(30));
+    assert!(status.success(), "exit 0 after SIGTERM, got {status}");
+    assert_same_tables(&table, &reference(dir.path(), &events));
+}
+
+#[test]
 fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
+    const CHUNKS: usize = 12;
     let dir = test_dir();
     let broker = Broker::memory(dir.path());
     broker.create_topic("events", 2);
@@ -427,67 +494,120 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
         "events.jsonl",
         &["--events", "40000", "--seed", "12", "--bad-ratio", "0.01"],
     );
-    produce(&broker, "events", &events);
-    let ends = broker.end_offsets("events", 2, 40_000);
+    // The events arrive in chunks, one before each restart, so that every
+    // daemon has work (and commits) to be killed in.
+    // (Bytes, not text: some of the bad lines are not UTF-8.)
+    let bytes = std::fs::read(&events).expect("events");
+    let lines: Vec<&[u8]> = bytes.split_inclusive(|&b| b == b'\n').collect();
+    let chunks: Vec<PathBuf> = lines
+        .chunks(lines.len().div_ceil(CHUNKS))
+        .enumerate()
+        .map(|(i, chunk)| {
+            let path = dir.path().join(format!("chunk-{i}.jsonl"));
+            std::fs::write(&path, chunk.concat()).expect("chunk");
+            path
+        })
+        .collect();
     let table = dir.path().join("pulls");
     // A fixed seed keeps the kill moments reproducible run to run.
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
     let mut kills = 0;
     let mut during_commit = 0;
-    while kills < 10 || (during_commit == 0 && kills < 40) {
+    while kills < 12 || (during_commit == 0 && kills < 40) {
+        if let Some(chunk) = chunks.get(kills) {
+            produce(&broker, "events", chunk);
+        }
+        let started = now_micros();
         // A fresh group each time: the table, not the group, says where to
-        // resume, and tansu keeps killed members in their group (README).
+        // resume, and a killed member holds its partitions until the
+        // session timeout.
         let group = format!("g-kill-{kills}");
-        let d = daemon(
+        let mut d = daemon(
             &broker,
             "events",
             &group,
             &table,
             &["--flush-interval", "100ms"],
         );
-        // Kill only once it holds the partitions, at a random moment.
         wait_until(
             Duration::from_secs(60),
             "the restarted daemon to hold its partitions",
             || d.metrics().contains("pullstats_assigned_partitions 2"),
         );
-        let mut d = d;
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        std::thread::sleep(Duration::from_millis(1000 + rng % 3000));
+        if kills % 2 == 0 {
+            // At a random moment.
+            std::thread::sleep(Duration::from_millis(200 + rng % 1500));
+        } else {
+            // Just after the daemon saved a session state, that is, inside
+            // the commit that will name it (or just after it, when the
+            // commit is quicker than this loop).
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline
+                && newest_state(&table, "events", 2).is_none_or(|g| g < started)
+            {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
         d.kill();
         kills += 1;
-        // A kill during a commit leaves a session state newer than the one
-        // the table names (written just before the Delta commit).
-        during_commit += usize::from(uncommitted_state_exists(&table, "events", 2));
+        // A kill during a commit leaves a session state, saved by this
+        // daemon, newer than the one the table names.
+        during_commit += usize::from(uncommitted_state_since(&table, "events", 2, started));
     }
+    eprintln!("{kills} kills, {during_commit} of them inside a commit");
     assert!(
         during_commit > 0,
         "no kill landed inside a commit in {kills} kills"
     );
+    let ends = broker.end_offsets("events", 2, lines.len());
     let _d = daemon(&broker, "events", "g-kill-last", &table, &[]);
     wait_done(&table, "events", &ends, Duration::from_secs(120));
     assert_same_tables(&table, &reference(dir.path(), &events));
 }
 
-/// Whether a partition has a saved state newer than the committed one.
-fn uncommitted_state_exists(table: &Path, topic: &str, partitions: u32) -> bool {
+fn now_micros() -> i64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970");
+    i64::try_from(since_epoch.as_micros()).expect("in range")
+}
+
+/// The session state generations saved for each partition (any, committed
+/// or not).
+fn saved_states(table: &Path, topic: &str, partition: i32) -> Vec<i64> {
+    let dir = table
+        .join(pullstats::table::sessions::SESSIONS_DIR)
+        .join(topic)
+        .join(partition.to_string());
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".json.gz")?.parse().ok()
+        })
+        .collect()
+}
+
+fn newest_state(table: &Path, topic: &str, partitions: u32) -> Option<i64> {
+    (0..partitions as i32)
+        .flat_map(|p| saved_states(table, topic, p))
+        .max()
+}
+
+/// Whether a partition has a state saved at or after `since` that is newer
+/// than the committed one.
+fn uncommitted_state_since(table: &Path, topic: &str, partitions: u32, since: i64) -> bool {
     let committed = committed_txns(table, topic, partitions);
-    committed.iter().any(|(p, (_, g))| {
-        let dir = table
-            .join(pullstats::table::sessions::SESSIONS_DIR)
-            .join(topic)
-            .join(p.to_string());
-        std::fs::read_dir(dir)
+    (0..partitions as i32).any(|p| {
+        let committed = committed.get(&p).and_then(|(_, generation)| *generation);
+        saved_states(table, topic, p)
             .into_iter()
-            .flatten()
-            .flatten()
-            .any(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let generation = name.split('.').next().and_then(|n| n.parse::<i64>().ok());
-                generation.is_some_and(|n| g.is_none_or(|g| n > g))
-            })
+            .any(|g| g >= since && committed.is_none_or(|c| g > c))
     })
 }
 
