@@ -735,6 +735,7 @@ impl Daemon {
                 GroupEvent::Revoked => {
                     self.pipeline.discard();
                     self.held.clear();
+                    self.metrics.assigned_partitions.store(0, Ordering::Relaxed);
                 }
                 GroupEvent::Assigned { resume, .. } => self.apply_resume(resume)?,
                 GroupEvent::Failed(e) => return Err(e),

@@ -645,10 +645,13 @@ fn two_daemons_in_one_group_one_killed() {
             .any(|(o, _)| o.is_some())
     });
     a.kill();
-    // tansu 0.6 keeps a SIGKILLed member in the group (see README), so the
-    // survivor alone never gets its partitions; a replacement, as a
-    // supervisor would start, does.
-    let _c = daemon(&broker, "events", "g-pair", &table, &[]);
+    // The survivor takes the dead member's partitions over once the
+    // coordinator notices (session.timeout.ms=3000) and finishes alone.
+    wait_until(
+        Duration::from_secs(60),
+        "the survivor to hold every partition",
+        || b.metrics().contains("pullstats_assigned_partitions 4"),
+    );
     wait_done(&table, "events", &ends, Duration::from_secs(120));
     drop(b);
     assert_same_tables(&table, &reference(dir.path(), &events));
