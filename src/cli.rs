@@ -149,6 +149,10 @@ pub struct ProduceArgs {
     /// Events to send, one per line (`-` for stdin).
     #[arg(long, default_value = "-")]
     pub from_file: PathBuf,
+    /// Send every message without a key, so librdkafka's partitioner
+    /// spreads them (to measure what an unkeyed topic does to the counts).
+    #[arg(long)]
+    pub unkeyed: bool,
     /// A librdkafka setting, key=value (repeatable).
     #[arg(short = 'X', long = "kafka-setting", value_parser = parse_setting)]
     pub settings: Vec<(String, String)>,

@@ -4,6 +4,8 @@
 //! For demos, tests, benchmarks and backfills: `pullstats gen | pullstats
 //! produce --brokers … --topic …`. Lines that do not decode are sent as they
 //! are, without a key, so the daemon's dead-letter path sees them too.
+//! `--unkeyed` sends every line without a key, as a producer that ignores
+//! the keying advice would.
 
 use std::io::{self, BufRead, BufReader};
 use std::time::{Duration, Instant};
@@ -47,11 +49,16 @@ pub fn run(args: ProduceArgs) -> anyhow::Result<()> {
     while let Some(line) = reader.next_line(&mut buf).context("reading the input")? {
         debug_assert_eq!(line, Line::Complete);
         events.clear();
-        let key = decoder
-            .decode(&buf, &mut events)
-            .ok()
-            .and_then(|()| events.first().map(|e| e.ip.to_string()));
-        unkeyed += u64::from(key.is_none());
+        let key = if args.unkeyed {
+            None
+        } else {
+            let key = decoder
+                .decode(&buf, &mut events)
+                .ok()
+                .and_then(|()| events.first().map(|e| e.ip.to_string()));
+            unkeyed += u64::from(key.is_none());
+            key
+        };
         let mut record = BaseRecord::<str, [u8]>::to(&args.topic).payload(&buf);
         if let Some(k) = key.as_deref() {
             record = record.key(k);
@@ -63,11 +70,18 @@ pub fn run(args: ProduceArgs) -> anyhow::Result<()> {
         .flush(FLUSH_TIMEOUT)
         .context("not every message was acknowledged by the brokers")?;
     let secs = started.elapsed().as_secs_f64();
-    println!(
-        "produced {sent} messages to {} ({unkeyed} without a key: they did not decode) in {secs:.2} s ({:.0}/s)",
-        args.topic,
-        sent as f64 / secs.max(1e-9)
-    );
+    let rate = sent as f64 / secs.max(1e-9);
+    if args.unkeyed {
+        println!(
+            "produced {sent} messages to {} without keys in {secs:.2} s ({rate:.0}/s)",
+            args.topic
+        );
+    } else {
+        println!(
+            "produced {sent} messages to {} ({unkeyed} without a key: they did not decode) in {secs:.2} s ({rate:.0}/s)",
+            args.topic
+        );
+    }
     Ok(())
 }
 

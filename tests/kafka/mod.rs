@@ -657,6 +657,64 @@ fn two_daemons_in_one_group_one_killed() {
     assert_same_tables(&table, &reference(dir.path(), &events));
 }
 
+/// An unkeyed topic spreads the requests of one pull over partitions, each
+/// with its own sessionizer: every request still lands in exactly one
+/// action, but a pull split across partitions counts more than once. This
+/// measures by how much, for librdkafka's default (sticky) partitioner and
+/// for a partition chosen per message.
+#[test]
+fn unkeyed_topic_counts_every_request_once_and_over_counts_pulls() {
+    let dir = test_dir();
+    let broker = Broker::memory(dir.path());
+    let (events, _) = generate(
+        dir.path(),
+        "events.jsonl",
+        &["--events", "20000", "--seed", "16"],
+    );
+    let totals = |table: &Path| {
+        let rows = sql_rows(table, "SELECT count(*), sum(requests) FROM pulls");
+        let n = |i: usize| rows[1][i].parse::<u64>().expect("integer");
+        (n(0), n(1))
+    };
+    let (want_actions, want_requests) = totals(&reference(dir.path(), &events));
+    for (topic, settings) in [
+        ("sticky", &[][..]),
+        ("random", &["-X", "sticky.partitioning.linger.ms=0"][..]),
+    ] {
+        broker.create_topic(topic, 3);
+        broker.create_topic(&format!("{topic}.dlq"), 1);
+        run_ok(
+            pullstats()
+                .args(["produce", "--unkeyed", "--brokers", &broker.addr()])
+                .args(["--topic", topic])
+                .args(settings)
+                .arg("--from-file")
+                .arg(&events),
+        );
+        let ends = broker.end_offsets(topic, 3, 20_000);
+        let table = dir.path().join(topic);
+        let mut d = daemon(&broker, topic, &format!("g-{topic}"), &table, &[]);
+        wait_done(&table, topic, &ends, Duration::from_secs(120));
+        assert!(d.terminate(Duration::from_secs(30)).success());
+        let (actions, requests) = totals(&table);
+        eprintln!(
+            "unkeyed, {topic} partitioner: {actions} actions for {want_actions} ({:+.1}%), {requests} requests for {want_requests}",
+            (actions as f64 / want_actions as f64 - 1.0) * 100.0
+        );
+        assert_eq!(
+            requests, want_requests,
+            "every request in exactly one action"
+        );
+        assert!(actions >= want_actions, "splitting pulls only adds actions");
+        if topic == "random" {
+            assert!(
+                actions > want_actions,
+                "pulls split across partitions count more than once"
+            );
+        }
+    }
+}
+
 #[test]
 fn malformed_messages_go_to_the_dead_letter_topic() {
     let dir = test_dir();
