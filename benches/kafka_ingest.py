@@ -8,7 +8,10 @@ generates the events with `pullstats gen` and sends them with `pullstats
 produce` (keyed by client IP), then starts the daemon on the full topic and
 times it from process start until the table's commits record every offset of
 every partition (read from the Delta log's commit metadata, so the check
-itself costs nothing). Peak RSS is the daemon's VmHWM. Prints one table.
+itself costs nothing). Peak RSS is the daemon's VmHWM. The reference is
+`pullstats read-topic`, a bare librdkafka consumer with the daemon's fetch
+settings that reads the same topic and does nothing else, timed the same
+way (process start to last message). Prints one table.
 """
 import argparse
 import glob
@@ -92,6 +95,8 @@ def main():
         wait_port(port)
         subprocess.run([args.tansu, "topic", "create", "--broker", url, "--partitions", str(args.partitions),
                         "events"], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([args.tansu, "topic", "create", "--broker", url, "--partitions", "1",
+                        "events.dlq"], check=True, stdout=subprocess.DEVNULL)
         events = os.path.join(work, "events.jsonl")
         subprocess.run([args.bin, "gen", "--events", str(args.events), "--days", "7", "--output", events],
                        check=True, env=env)
@@ -99,6 +104,11 @@ def main():
         subprocess.run([args.bin, "produce", "--brokers", f"127.0.0.1:{port}", "--topic", "events",
                         "--from-file", events], check=True, env=env, stdout=subprocess.DEVNULL)
         produce_s = time.perf_counter() - t
+
+        t = time.perf_counter()
+        subprocess.run([args.bin, "read-topic", "--brokers", f"127.0.0.1:{port}", "--topic", "events",
+                        "--messages", str(args.events)], check=True, env=env, stdout=subprocess.DEVNULL)
+        bare_s = time.perf_counter() - t
 
         table = os.path.join(work, "pulls")
         daemon_log = open(os.path.join(work, "daemon.log"), "w")
@@ -127,10 +137,11 @@ def main():
             daemon.kill()
         broker.kill()
         broker.wait()
-    print(f"| events | partitions | produce | daemon end to end | events/s | peak RSS | actions | exit |")
-    print(f"|---|---|---|---|---|---|---|---|")
-    print(f"| {args.events:,} | {args.partitions} | {produce_s:.1f} s | {ingest_s:.1f} s | "
-          f"{args.events / ingest_s:,.0f} | {peak / 1024:.0f} MiB | {int(actions):,} | {rc} |")
+    print("| events | partitions | produce | bare consumer | daemon end to end | daemon / bare | peak RSS | actions | exit |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"| {args.events:,} | {args.partitions} | {produce_s:.1f} s | {bare_s:.1f} s = {args.events / bare_s:,.0f}/s | "
+          f"{ingest_s:.1f} s = {args.events / ingest_s:,.0f}/s | {bare_s / ingest_s:.2f} | {peak / 1024:.0f} MiB | "
+          f"{int(actions):,} | {rc} |")
     print(f"(work dir {work})")
 
 

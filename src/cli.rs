@@ -54,6 +54,9 @@ pub enum Command {
     Demo(DemoArgs),
     /// Send request events (JSON lines) to a Kafka topic, keyed by client IP.
     Produce(ProduceArgs),
+    /// Read a topic from the beginning without processing it: the bare
+    /// consumer rate the daemon is measured against.
+    ReadTopic(ReadTopicArgs),
     /// Rewrite the small files of closed days into sorted files of a target size.
     Compact(CompactArgs),
     /// Delete the actions of days older than a retention window.
@@ -153,6 +156,26 @@ pub struct ProduceArgs {
     /// spreads them (to measure what an unkeyed topic does to the counts).
     #[arg(long)]
     pub unkeyed: bool,
+    /// A librdkafka setting, key=value (repeatable).
+    #[arg(short = 'X', long = "kafka-setting", value_parser = parse_setting)]
+    pub settings: Vec<(String, String)>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReadTopicArgs {
+    /// Kafka bootstrap servers, HOST:PORT[,HOST:PORT…].
+    #[arg(long, env = "PULLSTATS_BROKERS")]
+    pub brokers: String,
+    /// The topic to read (every partition, from its first offset).
+    #[arg(long, env = "PULLSTATS_TOPIC")]
+    pub topic: String,
+    /// Stop after this many messages (default: once no message came for
+    /// --idle).
+    #[arg(long)]
+    pub messages: Option<u64>,
+    /// Stop after this long without a message.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub idle: Duration,
     /// A librdkafka setting, key=value (repeatable).
     #[arg(short = 'X', long = "kafka-setting", value_parser = parse_setting)]
     pub settings: Vec<(String, String)>,
