@@ -1,4 +1,6 @@
-//! Decode stage alone: lines/s for both encodings.
+//! Decode stage alone: lines/s for both encodings, next to the raw limit on
+//! the same lines: serde_json parsing each line into `IgnoredAny` (checks
+//! the whole syntax, builds nothing).
 
 mod common;
 
@@ -24,6 +26,13 @@ fn decode(c: &mut Criterion) {
                 for line in data.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
                     decoder.decode(line, &mut events).expect("decodes");
                     events.clear();
+                }
+            })
+        });
+        group.bench_function(format!("{name}_bare_parse"), |b| {
+            b.iter(|| {
+                for line in data.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                    serde_json::from_slice::<serde::de::IgnoredAny>(line).expect("parses");
                 }
             })
         });

@@ -6,7 +6,8 @@
 //! The table (10,000 commits of 10 actions each, with the daemon's offset
 //! transaction on each) is built once and kept under
 //! `target/bench-data/`; building it takes a few minutes. Under `cargo test`
-//! (criterion's test mode) a 300-commit table stands in.
+//! (criterion's test mode) a 120-commit table (one checkpoint and 20 commits
+//! after it) stands in.
 
 mod common;
 
@@ -25,12 +26,12 @@ use pullstats::table::{self, TableKind, TableWriter};
 
 const ROWS_PER_COMMIT: usize = 10;
 
-/// 10,000 under `cargo bench`; 300 when the bench runs as a test.
+/// 10,000 under `cargo bench`; 120 when the bench runs as a test.
 fn commits() -> u64 {
     if std::env::args().any(|a| a == "--bench") {
         10_000
     } else {
-        300
+        120
     }
 }
 
@@ -92,6 +93,20 @@ fn open(c: &mut Criterion) {
     std::fs::create_dir_all(&dir).expect("bench dir");
     let commits = commits();
     let path = runtime.block_on(table_with_commits(&dir, commits));
+    // Checkpoints keep the open flat: the newest is at most 100 commits old.
+    let info = runtime
+        .block_on(pullstats::table::maintenance::info(
+            &path,
+            TableKind::Pulls,
+            128 << 20,
+        ))
+        .expect("info");
+    let checkpoint = info.last_checkpoint.expect("a checkpoint");
+    assert!(
+        info.version - checkpoint < 100,
+        "version {}, newest checkpoint {checkpoint}",
+        info.version
+    );
     let mut group = c.benchmark_group("table_open");
     group.sample_size(20);
     group.bench_function(format!("{commits}_commits"), |b| {
