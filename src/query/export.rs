@@ -257,6 +257,25 @@ impl Filters {
     }
 }
 
+/// The raw view as one statement per day of the span, in order. A day's
+/// actions all sort after the previous day's (`action_day` is the UTC day
+/// of `timestamp`), so their concatenation is the span sorted, and sorting
+/// a day at a time keeps memory to one day's actions whatever the span.
+pub fn raw_sql_by_day(span: &Span, filters: &Filters) -> Vec<String> {
+    span.from
+        .iter_days()
+        .take_while(|d| *d < span.to)
+        .map(|day| {
+            format!(
+                "SELECT {} FROM pulls WHERE action_day = '{}'{} ORDER BY timestamp, namespace, repository",
+                RAW_COLUMNS.join(", "),
+                day.format("%Y-%m-%d"),
+                filters.predicate()
+            )
+        })
+        .collect()
+}
+
 /// The SQL of a view over a span, broken down by `by` (summaries only).
 pub fn view_sql(view: View, span: &Span, filters: &Filters, by: &[Breakdown]) -> String {
     let filter = format!("{}{}", span.predicate(), filters.predicate());
@@ -288,6 +307,15 @@ pub fn view_sql(view: View, span: &Span, filters: &Filters, by: &[Breakdown]) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raw_by_day_has_one_statement_per_day_in_order() {
+        let span = Span::week("2026-W53").expect("week");
+        let sqls = raw_sql_by_day(&span, &Filters::default());
+        assert_eq!(sqls.len(), 7);
+        assert!(sqls[0].contains("action_day = '2026-12-28'"), "{}", sqls[0]);
+        assert!(sqls[6].contains("action_day = '2027-01-03'"), "{}", sqls[6]);
+    }
 
     fn d(s: &str) -> NaiveDate {
         NaiveDate::parse_from_str(s, "%Y-%m-%d").expect("date")

@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 use arrow::array::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 use crate::table::{self, TableError, TableKind};
 
@@ -107,6 +108,36 @@ pub async fn execute(
 ) -> Result<SendableRecordBatchStream, QueryError> {
     let df = ctx.sql(sql).await?;
     Ok(df.execute_stream().await?)
+}
+
+/// Runs `statements` one after the other as one result stream: a statement
+/// starts only once the previous one is drained, so memory is that of one
+/// statement at a time. They must all give the same columns.
+pub async fn execute_in_order(
+    ctx: &SessionContext,
+    statements: Vec<String>,
+) -> Result<SendableRecordBatchStream, QueryError> {
+    let mut statements = statements.into_iter();
+    let Some(first) = statements.next() else {
+        return Err(QueryError::Output("no statement to run".into()));
+    };
+    let first = execute(ctx, &first).await?;
+    let schema = first.schema();
+    let ctx = ctx.clone();
+    let rest = futures::stream::iter(statements)
+        .then(move |sql| {
+            let ctx = ctx.clone();
+            async move {
+                execute(&ctx, &sql)
+                    .await
+                    .map_err(|e| DataFusionError::External(Box::new(e)))
+            }
+        })
+        .try_flatten();
+    Ok(Box::pin(RecordBatchStreamAdapter::new(
+        schema,
+        first.chain(rest),
+    )))
 }
 
 /// Writes a result stream in `format`; `progress` is called with the rows
