@@ -491,9 +491,7 @@ fn spawn_signal_handler(flag: Arc<AtomicBool>, signalled: Arc<tokio::sync::Notif
 }
 
 /// librdkafka consumer settings the daemon picks (each can be changed with
-/// -X). `fetch.wait.max.ms` is lower than librdkafka's 500 ms because some
-/// brokers (tansu among them) hold every fetch that long, which caps
-/// throughput at a few fetches per second (see README, "Streaming ingest").
+/// -X), the fetch settings included.
 fn consumer_defaults(args: &KafkaArgs) -> Vec<(&'static str, String)> {
     vec![
         ("group.id", args.group.clone()),
@@ -502,10 +500,10 @@ fn consumer_defaults(args: &KafkaArgs) -> Vec<(&'static str, String)> {
         ("heartbeat.interval.ms", "1000".into()),
         ("reconnect.backoff.ms", "100".into()),
         ("reconnect.backoff.max.ms", "5000".into()),
-        ("enable.partition.eof", "false".into()),
-        ("fetch.wait.max.ms", "50".into()),
-        ("queued.min.messages", "200000".into()),
     ]
+    .into_iter()
+    .chain(kafka::fetch_defaults())
+    .collect()
 }
 
 impl Daemon {

@@ -17,15 +17,13 @@ use crate::pipeline::kafka;
 const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn run(args: ReadTopicArgs) -> anyhow::Result<()> {
-    let defaults = [
-        (
-            "group.id",
-            format!("pullstats-read-topic-{}", std::process::id()),
-        ),
-        ("enable.partition.eof", "false".to_owned()),
-        ("fetch.wait.max.ms", "50".to_owned()),
-        ("queued.min.messages", "200000".to_owned()),
-    ];
+    let group = (
+        "group.id",
+        format!("pullstats-read-topic-{}", std::process::id()),
+    );
+    let defaults: Vec<_> = std::iter::once(group)
+        .chain(kafka::fetch_defaults())
+        .collect();
     let consumer: BaseConsumer = kafka::client_config(&args.brokers, &defaults, &args.settings)?
         .create()
         .context("cannot create the Kafka consumer")?;

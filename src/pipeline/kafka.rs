@@ -96,6 +96,18 @@ pub fn topic_exists<C: ConsumerContext>(
     }
 }
 
+/// How the daemon and `read-topic` fetch (each can be changed with -X).
+/// `fetch.wait.max.ms` is lower than librdkafka's 500 ms because some
+/// brokers (tansu among them) hold every fetch that long, which caps
+/// throughput at a few fetches per second (see README, "Streaming ingest").
+pub fn fetch_defaults() -> [(&'static str, String); 3] {
+    [
+        ("enable.partition.eof", "false".into()),
+        ("fetch.wait.max.ms", "50".into()),
+        ("queued.min.messages", "200000".into()),
+    ]
+}
+
 /// `key=value` of `-X` (validated by clap).
 pub fn parse_setting(s: &str) -> Result<(String, String), String> {
     let (k, v) = s

@@ -163,6 +163,10 @@ pub struct CompactOptions {
     pub now_ms: i64,
 }
 
+/// A day is worth compacting once it has this many small files; a lone
+/// small file is as compact as its day gets.
+pub const MIN_SMALL_FILES: usize = 2;
+
 /// A file is small, and worth rewriting, below half the target size.
 pub fn is_small(bytes: u64, target_bytes: u64) -> bool {
     bytes < target_bytes / 2
@@ -186,7 +190,7 @@ impl DayPlan {
     }
 }
 
-/// The days worth compacting (two small files or more), oldest first.
+/// The days worth compacting ([`MIN_SMALL_FILES`] or more), oldest first.
 pub fn plan(files: &[DataFile], options: &CompactOptions) -> Vec<DayPlan> {
     let today = options.today.format("%Y-%m-%d").to_string();
     let selected = |day: &str| match options.days {
@@ -210,7 +214,7 @@ pub fn plan(files: &[DataFile], options: &CompactOptions) -> Vec<DayPlan> {
             .is_none_or(|q| options.now_ms - newest_ms >= q.as_millis() as i64)
     };
     days.into_iter()
-        .filter(|(_, (small, newest))| small.len() >= 2 && quiet(*newest))
+        .filter(|(_, (small, newest))| small.len() >= MIN_SMALL_FILES && quiet(*newest))
         .map(|(day, (files, _))| DayPlan {
             day: day.to_owned(),
             files,
@@ -667,9 +671,9 @@ pub async fn info(
         d.bytes += f.bytes;
         d.rows += f.rows.unwrap_or(0);
     }
-    // A day's lone small file is already as compact as the day gets.
+    // Only the small files compaction would rewrite count.
     for d in days.values_mut() {
-        if d.small_files < 2 {
+        if d.small_files < MIN_SMALL_FILES {
             d.small_files = 0;
         }
     }

@@ -111,6 +111,13 @@ impl Broker {
         }
     }
 
+    /// `topic` and its dead-letter topic `<topic>.dlq` (one partition),
+    /// which the daemon requires.
+    pub fn create_topic_with_dlq(&self, topic: &str, partitions: u32) {
+        self.create_topic(topic, partitions);
+        self.create_topic(&format!("{topic}.dlq"), 1);
+    }
+
     pub fn create_topic(&self, topic: &str, partitions: u32) {
         let out = Command::new(tansu())
             .args([
@@ -273,6 +280,12 @@ impl Daemon {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM, and the daemon must exit 0.
+    pub fn terminate_cleanly(&mut self) {
+        let status = self.terminate(Duration::from_secs(30));
+        assert!(status.success(), "exit 0 after SIGTERM, got {status}");
+    }
+
     /// SIGTERM; returns the exit status.
     pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
@@ -382,6 +395,27 @@ pub fn wait_done(table: &Path, topic: &str, ends: &BTreeMap<i32, i64>, timeout: 
 }
 
 /// The file-ingest reference table of `events`.
+/// Generates `count` events with `seed`, produces them to a new topic
+/// `events` of `partitions` (and its dead-letter topic); returns the file
+/// and each partition's end offset.
+fn generated_topic(
+    dir: &Path,
+    broker: &Broker,
+    partitions: u32,
+    count: usize,
+    seed: u64,
+) -> (PathBuf, BTreeMap<i32, i64>) {
+    broker.create_topic_with_dlq("events", partitions);
+    let (events, _) = generate(
+        dir,
+        "events.jsonl",
+        &["--events", &count.to_string(), "--seed", &seed.to_string()],
+    );
+    produce(broker, "events", &events);
+    let ends = broker.end_offsets("events", partitions, count);
+    (events, ends)
+}
+
 pub fn reference(dir: &Path, events: &Path) -> PathBuf {
     let table = dir.join("reference");
     ingest(events, &table);
@@ -392,15 +426,7 @@ pub fn reference(dir: &Path, events: &Path) -> PathBuf {
 fn daemon_table_equals_file_ingest_and_stops_cleanly() {
     let dir = test_dir();
     let broker = Broker::memory(dir.path());
-    broker.create_topic("events", 3);
-    broker.create_topic("events.dlq", 1);
-    let (events, _) = generate(
-        dir.path(),
-        "events.jsonl",
-        &["--events", "20000", "--seed", "11"],
-    );
-    produce(&broker, "events", &events);
-    let ends = broker.end_offsets("events", 3, 20_000);
+    let (events, ends) = generated_topic(dir.path(), &broker, 3, 20_000, 11);
 
     let table = dir.path().join("pulls");
     let mut d = daemon(&broker, "events", "g-equal", &table, &[]);
@@ -411,8 +437,7 @@ fn daemon_table_equals_file_ingest_and_stops_cleanly() {
         "{metrics}"
     );
     assert!(metrics.contains("pullstats_open_sessions 0"), "{metrics}");
-    let status = d.terminate(Duration::from_secs(30));
-    assert!(status.success(), "exit 0 after SIGTERM, got {status}");
+    d.terminate_cleanly();
     assert_same_tables(&table, &reference(dir.path(), &events));
 }
 
@@ -420,15 +445,7 @@ fn daemon_table_equals_file_ingest_and_stops_cleanly() {
 fn auto_compact_rewrites_quiet_days_beside_the_daemon() {
     let dir = test_dir();
     let broker = Broker::memory(dir.path());
-    broker.create_topic("events", 1);
-    broker.create_topic("events.dlq", 1);
-    let (events, _) = generate(
-        dir.path(),
-        "events.jsonl",
-        &["--events", "20000", "--seed", "15"],
-    );
-    produce(&broker, "events", &events);
-    let ends = broker.end_offsets("events", 1, 20_000);
+    let (events, ends) = generated_topic(dir.path(), &broker, 1, 20_000, 15);
     let table = dir.path().join("pulls");
     // Commits every 50 ms leave several small files per day; the generated
     // week is long closed by the wall clock.
@@ -477,8 +494,7 @@ fn auto_compact_rewrites_quiet_days_beside_the_daemon() {
         .find_map(|l| l.strip_prefix("pullstats_compacted_days_total "))
         .and_then(|n| n.parse::<u64>().ok());
     assert!(compacted.is_some_and(|n| n > 0), "{metrics}");
-    let status = d.terminate(Duration::from_secs(30));
-    assert!(status.success(), "exit 0 after SIGTERM, got {status}");
+    d.terminate_cleanly();
     assert_same_tables(&table, &reference(dir.path(), &events));
 }
 
@@ -487,8 +503,7 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     const CHUNKS: usize = 12;
     let dir = test_dir();
     let broker = Broker::memory(dir.path());
-    broker.create_topic("events", 2);
-    broker.create_topic("events.dlq", 1);
+    broker.create_topic_with_dlq("events", 2);
     let (events, _) = generate(
         dir.path(),
         "events.jsonl",
@@ -615,15 +630,7 @@ fn uncommitted_state_since(table: &Path, topic: &str, partitions: u32, since: i6
 fn two_daemons_in_one_group_one_killed() {
     let dir = test_dir();
     let broker = Broker::memory(dir.path());
-    broker.create_topic("events", 4);
-    broker.create_topic("events.dlq", 1);
-    let (events, _) = generate(
-        dir.path(),
-        "events.jsonl",
-        &["--events", "40000", "--seed", "13"],
-    );
-    produce(&broker, "events", &events);
-    let ends = broker.end_offsets("events", 4, 40_000);
+    let (events, ends) = generated_topic(dir.path(), &broker, 4, 40_000, 13);
     let table = dir.path().join("pulls");
     let mut a = daemon(&broker, "events", "g-pair", &table, &[]);
     let b = daemon(&broker, "events", "g-pair", &table, &[]);
@@ -690,8 +697,7 @@ fn unkeyed_topic_counts_every_request_once_and_over_counts_pulls() {
         ("sticky", &[][..]),
         ("random", &["-X", "sticky.partitioning.linger.ms=0"][..]),
     ] {
-        broker.create_topic(topic, 3);
-        broker.create_topic(&format!("{topic}.dlq"), 1);
+        broker.create_topic_with_dlq(topic, 3);
         run_ok(
             pullstats()
                 .args(["produce", "--unkeyed", "--brokers", &broker.addr()])
@@ -704,7 +710,7 @@ fn unkeyed_topic_counts_every_request_once_and_over_counts_pulls() {
         let table = dir.path().join(topic);
         let mut d = daemon(&broker, topic, &format!("g-{topic}"), &table, &[]);
         wait_done(&table, topic, &ends, Duration::from_secs(120));
-        assert!(d.terminate(Duration::from_secs(30)).success());
+        d.terminate_cleanly();
         let (actions, requests) = totals(&table);
         eprintln!(
             "unkeyed, {topic} partitioner: {actions} actions for {want_actions} ({:+.1}%), {requests} requests for {want_requests}",
@@ -728,8 +734,7 @@ fn unkeyed_topic_counts_every_request_once_and_over_counts_pulls() {
 fn malformed_messages_go_to_the_dead_letter_topic() {
     let dir = test_dir();
     let broker = Broker::memory(dir.path());
-    broker.create_topic("events", 1);
-    broker.create_topic("events.dlq", 1);
+    broker.create_topic_with_dlq("events", 1);
     let (events, _) = generate(
         dir.path(),
         "events.jsonl",
@@ -857,8 +862,7 @@ fn consume_all(
 fn broker_down_for_30_seconds_is_survived() {
     let dir = test_dir();
     let mut broker = Broker::sqlite(dir.path());
-    broker.create_topic("events", 2);
-    broker.create_topic("events.dlq", 1);
+    broker.create_topic_with_dlq("events", 2);
     // Two spans of days, so that no pull straddles the outage: the daemon
     // closes quiet sessions, which a file ingest of both would have merged.
     let (first_file, _) = generate(
@@ -909,7 +913,7 @@ fn broker_down_for_30_seconds_is_survived() {
     // Only if the broker kept the first half do the offsets add up.
     let ends = broker.end_offsets("events", 2, 20_000);
     wait_done(&table, "events", &ends, Duration::from_secs(180));
-    assert!(d.terminate(Duration::from_secs(30)).success());
+    d.terminate_cleanly();
     let log = std::fs::read_to_string(table.with_extension("daemon.log")).unwrap_or_default();
     assert!(
         log.contains("Kafka unreachable"),
