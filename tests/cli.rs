@@ -114,6 +114,61 @@ fn distribution_ingest_gives_the_intended_actions() {
     check_counts_match_generator("distribution");
 }
 
+/// Bad lines keep their line numbers and reasons wherever they fall relative
+/// to the chunks the decode thread hands on (4,096 lines each), and every
+/// good line around them is still ingested.
+#[test]
+fn dead_letters_keep_their_line_numbers_across_decode_chunks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (input, _) = generate(dir.path(), "e.jsonl", &["--events", "9000", "--seed", "5"]);
+    let text = std::fs::read_to_string(&input).expect("read");
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let good = lines.len();
+    let long = format!("{{\"pad\":\"{}\"}}", "x".repeat(5000));
+    // (line number once inserted, content, expected reason)
+    let bad = [
+        (1, "not json".to_owned(), "invalid JSON"),
+        (4096, long, "longer than 4096 bytes"),
+        (4097, "{}".to_owned(), "missing field `timestamp`"),
+        (good + 4, "\u{7f}".to_owned(), "invalid JSON"),
+    ];
+    for (at, content, _) in &bad {
+        lines.insert(at - 1, content.clone());
+    }
+    std::fs::write(&input, lines.join("\n") + "\n").expect("write");
+    let table = dir.path().join("t");
+    let summary = run_ok(
+        pullstats()
+            .args(["ingest", "--max-line-bytes", "4096", "--from-file"])
+            .arg(&input)
+            .arg("--table")
+            .arg(&table),
+    );
+    assert!(
+        summary.contains(&format!("lines read {}", good + bad.len())),
+        "{summary}"
+    );
+    assert!(summary.contains(&format!("bad {}", bad.len())), "{summary}");
+    let dead = std::fs::read_to_string(dir.path().join("t.dead-letter.jsonl")).expect("dead");
+    let letters: Vec<serde_json::Value> = dead
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("dead letter json"))
+        .collect();
+    assert_eq!(letters.len(), bad.len());
+    for ((at, _, reason), letter) in bad.iter().zip(&letters) {
+        assert_eq!(letter["line"].as_u64(), Some(*at as u64), "{letter}");
+        let got = letter["reason"].as_str().expect("reason");
+        assert!(got.contains(reason), "line {at}: {got}");
+    }
+
+    // The good lines alone give the same table.
+    let clean = dir.path().join("clean.jsonl");
+    std::fs::write(&clean, text).expect("write");
+    let reference = dir.path().join("r");
+    ingest(&clean, &reference);
+    assert_same_tables(&table, &reference);
+}
+
 #[test]
 fn ingest_reads_stdin_and_appends() {
     let dir = tempfile::tempdir().expect("tempdir");

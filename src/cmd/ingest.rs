@@ -1,15 +1,18 @@
 //! `pullstats ingest --from-file`: a file (or stdin) into the pulls table.
 //!
-//! Two threads share the work: a plain thread reads, decodes, sessionizes,
-//! enriches and builds Arrow batches; the async side encodes them to Parquet
-//! and commits. A bounded channel between them keeps memory flat. Nothing is
+//! Three threads share the work: one reads and decodes lines, one
+//! sessionizes, enriches and builds Arrow batches, and the async side encodes
+//! them to Parquet and commits. Bounded channels between them keep memory
+//! flat. Nothing is
 //! committed unless the whole input was processed, so a failed run can be
 //! repeated without duplicates.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, IsTerminal};
+use std::mem;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::SyncSender;
 use std::time::Instant;
 
 use anyhow::{anyhow, Context};
@@ -20,7 +23,9 @@ use tokio::sync::mpsc;
 
 use crate::cli::IngestArgs;
 use crate::config;
+use crate::event::RequestEvent;
 use crate::pipeline::dead_letter::{DeadLetterSink, FileDeadLetters, Position};
+use crate::pipeline::decode::Decoder;
 use crate::pipeline::enrich::ActionEnricher;
 use crate::pipeline::sessionize::SessionConfig;
 use crate::pipeline::source::{Line, LineReader};
@@ -29,8 +34,6 @@ use crate::table::{self, TableKind, TableWriter};
 
 /// Batches in flight between the pipeline thread and the writer.
 const CHANNEL_BATCHES: usize = 4;
-/// Lines between progress updates.
-const PROGRESS_EVERY_LINES: u64 = 16_384;
 
 /// What the pipeline thread hands the writers.
 enum Output {
@@ -217,7 +220,28 @@ fn progress_bar(size: Option<u64>, wanted: bool) -> ProgressBar {
     bar
 }
 
-/// The pipeline thread: every line in, batches out, dead letters aside.
+/// Lines per chunk handed from the decode thread to the pipeline thread.
+const CHUNK_LINES: u64 = 4096;
+/// Chunks in flight between the two.
+const CHANNEL_CHUNKS: usize = 4;
+
+/// Consecutive input lines, decoded.
+#[derive(Default)]
+struct Decoded {
+    lines: u64,
+    events: Vec<RequestEvent>,
+    bad: Vec<BadLine>,
+}
+
+/// A line the decoder refused, kept for the dead-letter sink.
+struct BadLine {
+    line: u64,
+    reason: String,
+    payload: Vec<u8>,
+}
+
+/// The pipeline: one thread reads and decodes lines, this one sessionizes,
+/// enriches and builds batches, dead letters aside.
 fn process(
     input: Input,
     source: &str,
@@ -227,46 +251,93 @@ fn process(
     tx: mpsc::Sender<Output>,
     bar: &ProgressBar,
 ) -> anyhow::Result<(IngestStats, u64)> {
-    let mut reader = LineReader::new(input, max_line);
-    let mut buf = Vec::with_capacity(4096);
-    let mut line_no = 0u64;
-    let send = |pipeline: &mut Pipeline| -> anyhow::Result<()> {
-        let pulls = pipeline.take_ready().into_iter().map(Output::Pulls);
-        let rejected = pipeline.take_rejected().into_iter().map(Output::Rejected);
-        for out in pulls.chain(rejected) {
-            tx.blocking_send(out)
-                .map_err(|_| anyhow!("the table writer stopped"))?;
-        }
-        Ok(())
-    };
-    while let Some(line) = reader
-        .next_line(&mut buf)
-        .with_context(|| format!("cannot read {source} after line {line_no}"))?
-    {
-        line_no += 1;
-        let position = Position::Line { line: line_no };
-        match line {
-            Line::Complete => pipeline.push_line(&buf, source, position, &mut dead)?,
-            Line::TooLong { len } => {
-                let reason = format!(
-                    "line is longer than {max_line} bytes ({len} bytes; the first {max_line} are kept)"
-                );
-                pipeline.reject(&reason, &buf, source, position, &mut dead)?;
-                // Counted as a line like any other.
-                pipeline.count_line();
+    let (chunks_tx, chunks) = std::sync::mpsc::sync_channel(CHANNEL_CHUNKS);
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("pullstats-decode".into())
+            .spawn_scoped(scope, || {
+                decode_lines(input, source, max_line, chunks_tx, bar)
+            })
+            .context("cannot start the decode thread")?;
+        // Returning early drops `chunks`, which stops the decode thread.
+        for chunk in chunks {
+            let chunk = chunk?;
+            for bad in &chunk.bad {
+                let position = Position::Line { line: bad.line };
+                pipeline.reject(&bad.reason, &bad.payload, source, position, &mut dead)?;
             }
+            pipeline.push_decoded(0, chunk.lines, chunk.events)?;
+            send_batches(&mut pipeline, &tx)?;
         }
-        if line_no % PROGRESS_EVERY_LINES == 0 {
+        pipeline.finish()?;
+        send_batches(&mut pipeline, &tx)?;
+        dead.flush()?;
+        Ok((pipeline.stats(), dead.count()))
+    })
+}
+
+fn send_batches(pipeline: &mut Pipeline, tx: &mpsc::Sender<Output>) -> anyhow::Result<()> {
+    let pulls = pipeline.take_ready().into_iter().map(Output::Pulls);
+    let rejected = pipeline.take_rejected().into_iter().map(Output::Rejected);
+    for out in pulls.chain(rejected) {
+        tx.blocking_send(out)
+            .map_err(|_| anyhow!("the table writer stopped"))?;
+    }
+    Ok(())
+}
+
+/// The decode thread: lines in, [`Decoded`] chunks out, in input order. A
+/// read error ends the stream as its last item.
+fn decode_lines(
+    input: Input,
+    source: &str,
+    max_line: usize,
+    out: SyncSender<anyhow::Result<Decoded>>,
+    bar: &ProgressBar,
+) {
+    let mut reader = LineReader::new(input, max_line);
+    let mut decoder = Decoder::new(max_line);
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = Decoded::default();
+    let mut line_no = 0u64;
+    loop {
+        let line = match reader.next_line(&mut buf) {
+            Ok(Some(line)) => line,
+            Ok(None) => break,
+            Err(e) => {
+                let e = anyhow!(e).context(format!("cannot read {source} after line {line_no}"));
+                let _ = out.send(Err(e));
+                return;
+            }
+        };
+        line_no += 1;
+        chunk.lines += 1;
+        let refused = match line {
+            Line::Complete => decoder
+                .decode(&buf, &mut chunk.events)
+                .err()
+                .map(|e| e.to_string()),
+            Line::TooLong { len } => Some(format!(
+                "line is longer than {max_line} bytes ({len} bytes; the first {max_line} are kept)"
+            )),
+        };
+        if let Some(reason) = refused {
+            chunk.bad.push(BadLine {
+                line: line_no,
+                reason,
+                payload: buf.clone(),
+            });
+        }
+        if chunk.lines == CHUNK_LINES {
             bar.set_position(reader.bytes_read());
             bar.set_message(format!("{line_no} lines"));
-            send(&mut pipeline)?;
+            if out.send(Ok(mem::take(&mut chunk))).is_err() {
+                return; // the pipeline thread stopped; it reports why
+            }
         }
     }
-    pipeline.finish()?;
-    send(&mut pipeline)?;
-    dead.flush()?;
     bar.set_position(reader.bytes_read());
-    Ok((pipeline.stats(), dead.count()))
+    let _ = out.send(Ok(chunk));
 }
 
 #[cfg(test)]

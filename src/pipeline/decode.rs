@@ -11,7 +11,6 @@
 //! error text never echoes the client IP (privacy, spec §3).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
@@ -123,7 +122,7 @@ struct Request<'a> {
 #[derive(Debug, Default)]
 pub struct Decoder {
     max_line_bytes: usize,
-    interned: HashMap<Box<str>, Arc<str>>,
+    interned: foldhash::HashMap<Box<str>, Arc<str>>,
 }
 
 /// Interning stops growing past this many distinct strings; beyond it strings
@@ -134,7 +133,7 @@ impl Decoder {
     pub fn new(max_line_bytes: usize) -> Self {
         Self {
             max_line_bytes,
-            interned: HashMap::new(),
+            interned: foldhash::HashMap::default(),
         }
     }
 

@@ -215,6 +215,24 @@ impl Pipeline {
         self.feed_events(lane)
     }
 
+    /// Feeds requests of `lane` that were decoded elsewhere (the file ingest
+    /// decodes on a thread of its own), from `lines` input lines. Bad lines
+    /// among them go to [`Self::reject`] separately.
+    pub fn push_decoded(
+        &mut self,
+        lane: Lane,
+        lines: u64,
+        events: Vec<RequestEvent>,
+    ) -> Result<(), PipelineError> {
+        self.stats.lines += lines;
+        if self.events.is_empty() {
+            self.events = events;
+        } else {
+            self.events.extend(events);
+        }
+        self.feed_events(lane)
+    }
+
     /// Whether non-action requests are counted from now on (see the field).
     pub fn set_count_rejected(&mut self, on: bool) {
         self.count_rejected = on;

@@ -19,7 +19,7 @@
 //! active one is closed early and counted as `evicted`).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -162,20 +162,18 @@ impl OpenSession {
 #[derive(Debug)]
 struct Pending {
     seq: u64,
+    /// `event.by_digest()`, computed once: the heap compares often.
+    by_digest: bool,
     event: RequestEvent,
 }
 
 impl Pending {
-    fn order_key(&self) -> (Micros, Method, bool, &str, &str, u64) {
-        let e = &self.event;
-        (
-            e.timestamp,
-            e.method,
-            e.by_digest(),
-            &e.reference,
-            &e.digest,
-            self.seq,
-        )
+    fn new(seq: u64, event: RequestEvent) -> Self {
+        Self {
+            seq,
+            by_digest: event.by_digest(),
+            event,
+        }
     }
 }
 
@@ -192,7 +190,23 @@ impl PartialOrd for Pending {
 }
 impl Ord for Pending {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.order_key().cmp(&other.order_key())
+        // Field by field, so the usual case (different times) costs one
+        // integer comparison; interned strings compare by pointer first.
+        let (a, b) = (&self.event, &other.event);
+        let same = |x: &Arc<str>, y: &Arc<str>| {
+            if Arc::ptr_eq(x, y) {
+                std::cmp::Ordering::Equal
+            } else {
+                x.cmp(y)
+            }
+        };
+        a.timestamp
+            .cmp(&b.timestamp)
+            .then(a.method.cmp(&b.method))
+            .then(self.by_digest.cmp(&other.by_digest))
+            .then_with(|| same(&a.reference, &b.reference))
+            .then_with(|| same(&a.digest, &b.digest))
+            .then(self.seq.cmp(&other.seq))
     }
 }
 
@@ -223,7 +237,7 @@ pub struct Sessionizer {
     seq: u64,
     max_seen: Option<Micros>,
     pending: BinaryHeap<Reverse<Pending>>,
-    open: HashMap<SessionKey, OpenSession>,
+    open: foldhash::HashMap<SessionKey, OpenSession>,
     /// (last_ts, key) per session update; entries whose session has moved on
     /// are stale and skipped when popped.
     by_activity: BinaryHeap<Reverse<(Micros, SessionKey)>>,
@@ -243,7 +257,7 @@ impl Sessionizer {
             seq: 0,
             max_seen: None,
             pending: BinaryHeap::new(),
-            open: HashMap::new(),
+            open: foldhash::HashMap::default(),
             by_activity: BinaryHeap::new(),
             stats: SessionStats::default(),
         }
@@ -258,7 +272,7 @@ impl Sessionizer {
         s.pending = state
             .pending
             .into_iter()
-            .map(|(seq, event)| Reverse(Pending { seq, event }))
+            .map(|(seq, event)| Reverse(Pending::new(seq, event)))
             .collect();
         for session in state.open {
             let key = SessionKey {
@@ -326,10 +340,7 @@ impl Sessionizer {
         }
         let ts = event.timestamp;
         self.seq += 1;
-        self.pending.push(Reverse(Pending {
-            seq: self.seq,
-            event,
-        }));
+        self.pending.push(Reverse(Pending::new(self.seq, event)));
         if self.max_seen.is_none_or(|m| ts > m) {
             self.max_seen = Some(ts);
             self.advance(out);

@@ -50,7 +50,7 @@ impl<R: BufRead> LineReader<R> {
                 break;
             }
             saw_any = true;
-            let (part, used, done) = match chunk.iter().position(|&b| b == b'\n') {
+            let (part, used, done) = match memchr::memchr(b'\n', chunk) {
                 Some(i) => (&chunk[..i], i + 1, true),
                 None => (chunk, chunk.len(), false),
             };

@@ -15,7 +15,6 @@ pub mod cloud;
 pub mod geo;
 pub mod useragent;
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -171,10 +170,10 @@ struct CachedIp {
 pub struct ActionEnricher {
     hasher: IpHasher,
     data: EnrichData,
-    agents: HashMap<Arc<str>, CachedClient>,
-    ips: HashMap<IpAddr, CachedIp>,
+    agents: foldhash::HashMap<Arc<str>, CachedClient>,
+    ips: foldhash::HashMap<IpAddr, CachedIp>,
     /// Interned origin types (few distinct values).
-    types: HashMap<&'static str, Arc<str>>,
+    types: foldhash::HashMap<&'static str, Arc<str>>,
 }
 
 impl ActionEnricher {
@@ -182,9 +181,9 @@ impl ActionEnricher {
         Self {
             hasher,
             data,
-            agents: HashMap::new(),
-            ips: HashMap::new(),
-            types: HashMap::new(),
+            agents: foldhash::HashMap::default(),
+            ips: foldhash::HashMap::default(),
+            types: foldhash::HashMap::default(),
         }
     }
 
