@@ -75,6 +75,68 @@ class CommittedOffsets:
         return sum(self.next.values())
 
 
+def run(bin_path, tansu, events_n, partitions=3, flush_interval="2s", timeout=1800):
+    """One run; returns a dict of what was measured."""
+    env = dict(os.environ, PULLSTATS_IP_HASH_KEY="bench", RUST_LOG="warn")
+    work = tempfile.mkdtemp(prefix="pullstats-kafka-")
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    broker_log = open(os.path.join(work, "broker.log"), "w")
+    broker = subprocess.Popen([tansu, "broker", "--listener-url", url, "--advertised-listener-url", url,
+                               "--storage-engine", "memory://tansu/"], stdout=broker_log, stderr=broker_log, cwd=work)
+    daemon = None
+    try:
+        wait_port(port)
+        subprocess.run([tansu, "topic", "create", "--broker", url, "--partitions", str(partitions),
+                        "events"], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([tansu, "topic", "create", "--broker", url, "--partitions", "1",
+                        "events.dlq"], check=True, stdout=subprocess.DEVNULL)
+        events = os.path.join(work, "events.jsonl")
+        subprocess.run([bin_path, "gen", "-q", "--events", str(events_n), "--days", "7", "--output", events],
+                       check=True, env=env)
+        t = time.perf_counter()
+        subprocess.run([bin_path, "produce", "--brokers", f"127.0.0.1:{port}", "--topic", "events",
+                        "--from-file", events], check=True, env=env, stdout=subprocess.DEVNULL)
+        produce_s = time.perf_counter() - t
+        os.remove(events)
+
+        t = time.perf_counter()
+        subprocess.run([bin_path, "read-topic", "--brokers", f"127.0.0.1:{port}", "--topic", "events",
+                        "--messages", str(events_n)], check=True, env=env, stdout=subprocess.DEVNULL)
+        bare_s = time.perf_counter() - t
+
+        table = os.path.join(work, "pulls")
+        daemon_log = open(os.path.join(work, "daemon.log"), "w")
+        t = time.perf_counter()
+        daemon = subprocess.Popen([bin_path, "ingest", "--brokers", f"127.0.0.1:{port}", "--topic", "events",
+                                   "--group", "bench", "--table", table, "--idle-close", "3s",
+                                   "--flush-interval", flush_interval],
+                                  env=env, stdout=daemon_log, stderr=daemon_log)
+        offsets = CommittedOffsets(table)
+        peak = 0
+        while offsets.total() < events_n:
+            peak = max(peak, peak_rss_kib(daemon.pid))
+            if daemon.poll() is not None:
+                sys.exit(f"the daemon exited with {daemon.returncode}; see {work}/daemon.log")
+            if time.perf_counter() - t > timeout:
+                sys.exit(f"timed out; see {work}/daemon.log")
+            time.sleep(0.05)
+        ingest_s = time.perf_counter() - t
+        peak = max(peak, peak_rss_kib(daemon.pid))
+        daemon.send_signal(signal.SIGTERM)
+        rc = daemon.wait(timeout=60)
+        actions = subprocess.run([bin_path, "sql", "--format", "csv", "--table", table,
+                                  "SELECT count(*) FROM pulls"], check=True, env=env, capture_output=True,
+                                 text=True).stdout.split()[-1]
+    finally:
+        if daemon is not None and daemon.poll() is None:
+            daemon.kill()
+        broker.kill()
+        broker.wait()
+    return dict(events=events_n, partitions=partitions, flush_interval=flush_interval, produce_s=produce_s,
+                bare_s=bare_s, ingest_s=ingest_s, peak_mib=peak / 1024, actions=int(actions), exit=rc, work=work)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=1_000_000)
@@ -85,67 +147,14 @@ def main():
     ap.add_argument("--flush-interval", default="2s",
                     help="the daemon's commit interval; the default 30 s would make the tail of the run wait for it")
     args = ap.parse_args()
-    env = dict(os.environ, PULLSTATS_IP_HASH_KEY="bench", RUST_LOG="warn")
-    work = tempfile.mkdtemp(prefix="pullstats-kafka-")
-    port = free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    broker_log = open(os.path.join(work, "broker.log"), "w")
-    broker = subprocess.Popen([args.tansu, "broker", "--listener-url", url, "--advertised-listener-url", url,
-                               "--storage-engine", "memory://tansu/"], stdout=broker_log, stderr=broker_log, cwd=work)
-    daemon = None
-    try:
-        wait_port(port)
-        subprocess.run([args.tansu, "topic", "create", "--broker", url, "--partitions", str(args.partitions),
-                        "events"], check=True, stdout=subprocess.DEVNULL)
-        subprocess.run([args.tansu, "topic", "create", "--broker", url, "--partitions", "1",
-                        "events.dlq"], check=True, stdout=subprocess.DEVNULL)
-        events = os.path.join(work, "events.jsonl")
-        subprocess.run([args.bin, "gen", "--events", str(args.events), "--days", "7", "--output", events],
-                       check=True, env=env)
-        t = time.perf_counter()
-        subprocess.run([args.bin, "produce", "--brokers", f"127.0.0.1:{port}", "--topic", "events",
-                        "--from-file", events], check=True, env=env, stdout=subprocess.DEVNULL)
-        produce_s = time.perf_counter() - t
-
-        t = time.perf_counter()
-        subprocess.run([args.bin, "read-topic", "--brokers", f"127.0.0.1:{port}", "--topic", "events",
-                        "--messages", str(args.events)], check=True, env=env, stdout=subprocess.DEVNULL)
-        bare_s = time.perf_counter() - t
-
-        table = os.path.join(work, "pulls")
-        daemon_log = open(os.path.join(work, "daemon.log"), "w")
-        t = time.perf_counter()
-        daemon = subprocess.Popen([args.bin, "ingest", "--brokers", f"127.0.0.1:{port}", "--topic", "events",
-                                   "--group", "bench", "--table", table, "--idle-close", "3s",
-                                   "--flush-interval", args.flush_interval],
-                                  env=env, stdout=daemon_log, stderr=daemon_log)
-        offsets = CommittedOffsets(table)
-        peak = 0
-        while offsets.total() < args.events:
-            peak = max(peak, peak_rss_kib(daemon.pid))
-            if daemon.poll() is not None:
-                sys.exit(f"the daemon exited with {daemon.returncode}; see {work}/daemon.log")
-            if time.perf_counter() - t > args.timeout:
-                sys.exit(f"timed out; see {work}/daemon.log")
-            time.sleep(0.05)
-        ingest_s = time.perf_counter() - t
-        peak = max(peak, peak_rss_kib(daemon.pid))
-        daemon.send_signal(signal.SIGTERM)
-        rc = daemon.wait(timeout=60)
-        actions = subprocess.run([args.bin, "sql", "--format", "csv", "--table", table,
-                                  "SELECT count(*) FROM pulls"], check=True, env=env, capture_output=True,
-                                 text=True).stdout.split()[-1]
-    finally:
-        if daemon is not None and daemon.poll() is None:
-            daemon.kill()
-        broker.kill()
-        broker.wait()
+    r = run(args.bin, args.tansu, args.events, args.partitions, args.flush_interval, args.timeout)
+    n = r["events"]
     print("| events | partitions | flush interval | produce | bare consumer | daemon end to end | daemon / bare | peak RSS | actions | exit |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    print(f"| {args.events:,} | {args.partitions} | {args.flush_interval} | {produce_s:.1f} s | {bare_s:.1f} s = {args.events / bare_s:,.0f}/s | "
-          f"{ingest_s:.1f} s = {args.events / ingest_s:,.0f}/s | {bare_s / ingest_s:.2f} | {peak / 1024:.0f} MiB | "
-          f"{int(actions):,} | {rc} |")
-    print(f"(work dir {work})")
+    print(f"| {n:,} | {r['partitions']} | {r['flush_interval']} | {r['produce_s']:.1f} s | "
+          f"{r['bare_s']:.1f} s = {n / r['bare_s']:,.0f}/s | {r['ingest_s']:.1f} s = {n / r['ingest_s']:,.0f}/s | "
+          f"{r['bare_s'] / r['ingest_s']:.2f} | {r['peak_mib']:.0f} MiB | {r['actions']:,} | {r['exit']} |")
+    print(f"(work dir {r['work']})")
 
 
 if __name__ == "__main__":

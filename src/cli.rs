@@ -57,6 +57,9 @@ pub enum Command {
     /// Read a topic from the beginning without processing it: the bare
     /// consumer rate the daemon is measured against.
     ReadTopic(ReadTopicArgs),
+    /// Read and JSON-parse every line of a file without processing it: the
+    /// raw parse rate the file ingest is measured against.
+    ReadFile(ReadFileArgs),
     /// Rewrite the small files of closed days into sorted files of a target size.
     Compact(CompactArgs),
     /// Delete the actions of days older than a retention window.
@@ -179,6 +182,12 @@ pub struct ReadTopicArgs {
     /// A librdkafka setting, key=value (repeatable).
     #[arg(short = 'X', long = "kafka-setting", value_parser = parse_setting)]
     pub settings: Vec<(String, String)>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReadFileArgs {
+    /// The file to read (`-` for stdin).
+    pub file: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -182,9 +182,10 @@ pub async fn ingest(args: &IngestArgs) -> anyhow::Result<IngestReport> {
     })
 }
 
-type Input = Box<dyn BufRead + Send>;
+pub(crate) type Input = Box<dyn BufRead + Send>;
 
-fn open_input(path: &Path) -> anyhow::Result<(Input, Option<u64>, String)> {
+/// The file (or stdin for `-`), its size when known, and its name for messages.
+pub(crate) fn open_input(path: &Path) -> anyhow::Result<(Input, Option<u64>, String)> {
     if path.as_os_str() == "-" {
         return Ok((
             Box::new(BufReader::with_capacity(1 << 20, io::stdin())),

@@ -11,6 +11,7 @@ pub mod info;
 pub mod ingest;
 pub mod produce;
 pub mod query;
+pub mod read_file;
 pub mod read_topic;
 pub mod retain;
 pub mod shell;

@@ -64,7 +64,9 @@ pub async fn session(path: &Path) -> Result<SessionContext, QueryError> {
 /// [`session`] with the pulls table as of `version` (time travel); the
 /// rejected table, versioned apart, is left out then.
 pub async fn session_at(path: &Path, version: Option<u64>) -> Result<SessionContext, QueryError> {
-    let config = SessionConfig::new().with_information_schema(true);
+    // DATAFUSION_* environment variables tune the engine, e.g.
+    // DATAFUSION_EXECUTION_TARGET_PARTITIONS=8 (see README, Queries).
+    let config = SessionConfig::from_env()?.with_information_schema(true);
     let ctx = SessionContext::new_with_config(config);
     let pulls = match version {
         Some(v) => table::maintenance::open_version(path, TableKind::Pulls, v).await?,

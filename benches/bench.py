@@ -1,0 +1,212 @@
+"""The benchmark harness: every scenario of issue 7 in one run, one table.
+
+    python3 benches/bench.py [--bin target/release/pullstats] [--tansu ~/.cargo/bin/tansu]
+        [--file-events 2000000] [--kafka-events 1000000 10000000]
+        [--table-events 24000000 240000000] [--runs 3] [--skip kafka]
+
+Each scenario runs next to its reference, in the same run, so the ratios hold
+on a noisy machine:
+
+- file ingest: `pullstats ingest --from-file` (process start to commit) of
+  `gen` output over 28 days, against `pullstats read-file`, which reads and
+  JSON-parses the same file on one thread and does nothing else;
+- Kafka ingest, at each --kafka-events: the daemon against tansu next to
+  `pullstats read-topic`, a bare consumer (benches/kafka_ingest.py);
+- queries, at each --table-events: `gen` over 205 days (2026-05-01 to
+  2026-11-21) piped into `ingest`, then `compact` (sorted files per day) and
+  `vacuum` of the replaced files; then the month summary of 2026-10, the raw
+  export of week 2026-W42 and the 6-month trend by month (2026-05 to
+  2026-10), each `pullstats export` as a whole process (start, Delta log,
+  query, CSV file) against DuckDB running the same SQL in process over the
+  same Parquet files with 2 threads, writing the same CSV. The outputs are
+  checked to agree (all rows for the summaries; row count and the
+  namespace/repository/reference/action of every row for the raw export);
+- memory: every pullstats row carries the process's peak RSS (ru_maxrss).
+
+Queries keep the best time of --runs. Needs `pip install duckdb`.
+"""
+import argparse
+import csv
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import kafka_ingest  # noqa: E402
+
+ENV = dict(os.environ, PULLSTATS_IP_HASH_KEY="bench", RUST_LOG="warn")
+TABLE_START, TABLE_DAYS = "2026-05-01", 205
+RAW_COLUMNS = ("action, action_day, country, digest, http_method, host, namespace, reference, repository, tag, "
+               "timestamp, type, user_agent_tool, user_agent_version, domain, owner")
+COUNTS = """count(*) FILTER (WHERE action = 'pull_by_tag') AS pull_by_tag,
+            count(*) FILTER (WHERE action = 'pull_by_digest') AS pull_by_digest,
+            count(*) FILTER (WHERE action = 'version_check') AS version_check"""
+QUERIES = [
+    # (name, export flags, DuckDB SQL over {files}, how outputs are compared)
+    ("month summary 2026-10", ["--view", "summary", "--month", "2026-10"],
+     f"""SELECT namespace, repository, reference, count(DISTINCT ip_hash) AS unique_ip_count, {COUNTS},
+               max(owner) AS owner
+        FROM read_parquet('{{files}}', hive_partitioning = true)
+        WHERE action_day >= '2026-10-01' AND action_day < '2026-11-01'
+        GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""", "rows"),
+    ("week raw export 2026-W42", ["--view", "raw", "--week", "2026-W42"],
+     f"""SELECT {RAW_COLUMNS} FROM read_parquet('{{files}}', hive_partitioning = true)
+        WHERE action_day >= '2026-10-12' AND action_day < '2026-10-19'
+        ORDER BY timestamp, namespace, repository""", "raw"),
+    ("6-month trend by month", ["--view", "trend", "--last", "6m", "--granularity", "month",
+                                "--until", "2026-11-20"],
+     f"""SELECT CAST(date_trunc('month', timestamp) AS DATE) AS period, namespace, repository,
+               count(*) FILTER (WHERE action <> 'version_check') AS pulls, {COUNTS},
+               count(DISTINCT ip_hash) AS unique_ip_count
+        FROM read_parquet('{{files}}', hive_partitioning = true)
+        WHERE action_day >= '2026-05-01' AND action_day < '2026-11-01'
+        GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""", "rows"),
+]
+
+
+def measure(cmd, stdin=None, stdout=subprocess.DEVNULL):
+    """Runs a command; returns (seconds, peak RSS in MiB)."""
+    t = time.perf_counter()
+    p = subprocess.Popen(cmd, env=ENV, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(p.pid, 0)
+    secs = time.perf_counter() - t
+    err = p.stderr.read().decode(errors="replace")
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{err}")
+    return secs, usage.ru_maxrss / 1024
+
+
+def count_actions(bin_path, table):
+    out = subprocess.run([bin_path, "sql", "--format", "csv", "--table", table, "SELECT count(*) FROM pulls"],
+                         check=True, env=ENV, capture_output=True, text=True).stdout
+    return int(out.split()[-1])
+
+
+def read_csv(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        r = csv.reader(f)
+        header = next(r, None)
+        return header, list(r)
+
+
+def agree(ours, theirs, how):
+    (h1, a), (h2, b) = read_csv(ours), read_csv(theirs)
+    if h1 != h2:
+        return f"headers differ: {h1} vs {h2}"
+    if how == "rows":
+        return None if sorted(a) == sorted(b) else "rows differ"
+    if len(a) != len(b):
+        return f"{len(a)} rows vs {len(b)}"
+    cols = [h1.index(c) for c in ("namespace", "repository", "reference", "action")]
+    key = lambda rows: Counter(tuple(r[i] for i in cols) for r in rows)  # noqa: E731
+    return None if key(a) == key(b) else "different actions"
+
+
+def file_ingest(args, work, rows):
+    events = os.path.join(work, "events.jsonl")
+    subprocess.run([args.bin, "gen", "-q", "--events", str(args.file_events), "--days", "28",
+                    "--start", "2026-11-02", "--output", events], check=True, env=ENV)
+    size = os.path.getsize(events) / 2**20
+    ref_s, ref_rss = measure([args.bin, "read-file", events])
+    table = os.path.join(work, "file-ingest")
+    ours_s, ours_rss = measure([args.bin, "ingest", "-q", "--no-progress", "--from-file", events, "--table", table])
+    n = args.file_events
+    rows.append(("file ingest, requests/s", f"{n:,} events ({size:,.0f} MiB), 28 days",
+                 f"{n / ours_s:,.0f}/s ({ours_s:.2f} s)", f"read-file {n / ref_s:,.0f} lines/s ({ref_s:.2f} s)",
+                 f"{ref_s / ours_s:.2f} of the rate", f"{ours_rss:.0f} MiB"))
+    shutil.rmtree(table, ignore_errors=True)
+    os.remove(events)
+
+
+def kafka(args, rows):
+    for n in args.kafka_events:
+        r = kafka_ingest.run(args.bin, args.tansu, n)
+        rows.append(("Kafka ingest, events/s", f"{n:,} events, 3 partitions, flush 2 s",
+                     f"{n / r['ingest_s']:,.0f}/s ({r['ingest_s']:.1f} s)",
+                     f"read-topic {n / r['bare_s']:,.0f}/s ({r['bare_s']:.1f} s)",
+                     f"{r['bare_s'] / r['ingest_s']:.2f} of the rate", f"{r['peak_mib']:.0f} MiB"))
+        shutil.rmtree(r["work"], ignore_errors=True)
+
+
+def queries(args, work, rows):
+    import duckdb
+
+    for n in args.table_events:
+        table = os.path.join(work, f"pulls-{n}")
+        gen = subprocess.Popen([args.bin, "gen", "-q", "--events", str(n), "--days", str(TABLE_DAYS),
+                                "--start", TABLE_START], env=ENV, stdout=subprocess.PIPE)
+        build_s, build_rss = measure([args.bin, "ingest", "-q", "--no-progress", "--from-file", "-",
+                                      "--table", table], stdin=gen.stdout)
+        gen.stdout.close()
+        if gen.wait() != 0:
+            sys.exit("gen failed")
+        actions = count_actions(args.bin, table)
+        label = f"{actions / 1e6:.1f}M actions"
+        rows.append(("table build: gen | ingest", f"{n:,} events → {label}, {TABLE_DAYS} days",
+                     f"{n / build_s:,.0f} events/s ({build_s:.0f} s; gen is the limit)", "", "",
+                     f"{build_rss:.0f} MiB"))
+        compact_s, compact_rss = measure([args.bin, "compact", "-q", "--table", table, "--today", "2026-11-24"])
+        measure([args.bin, "vacuum", "-q", "--table", table, "--retention", "0s", "--force"])
+        rows.append(("compact (sort each day)", label, f"{compact_s:.1f} s", "", "", f"{compact_rss:.0f} MiB"))
+
+        con = duckdb.connect()
+        con.execute("SET threads TO 2")
+        con.execute("SET TimeZone = 'UTC'")
+        files = os.path.join(table, "*", "*.parquet")
+        for name, flags, sql, how in QUERIES:
+            ours, theirs = os.path.join(work, "ours.csv"), os.path.join(work, "theirs.csv")
+            best, peak = float("inf"), 0.0
+            for _ in range(args.runs):
+                s, rss = measure([args.bin, "export", "--table", table, *flags, "--output", ours])
+                best, peak = min(best, s), max(peak, rss)
+            duck = float("inf")
+            for _ in range(args.runs):
+                t = time.perf_counter()
+                con.execute(f"COPY ({sql.format(files=files)}) TO '{theirs}' (HEADER, DELIMITER ',')")
+                duck = min(duck, time.perf_counter() - t)
+            problem = agree(ours, theirs, how)
+            if problem:
+                sys.exit(f"{name} at {label}: pullstats and DuckDB disagree: {problem} ({ours} vs {theirs})")
+            rows.append((name, label, f"{best:.2f} s", f"DuckDB {duck:.2f} s", f"{best / duck:.2f} of the time",
+                         f"{peak:.0f} MiB"))
+        con.close()
+        shutil.rmtree(table, ignore_errors=True)
+        shutil.rmtree(table + ".rejected", ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin", default="target/release/pullstats")
+    ap.add_argument("--tansu", default=os.path.expanduser("~/.cargo/bin/tansu"))
+    ap.add_argument("--file-events", type=int, default=2_000_000)
+    ap.add_argument("--kafka-events", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    ap.add_argument("--table-events", type=int, nargs="+", default=[24_000_000, 240_000_000])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--skip", nargs="*", default=[], choices=["file", "kafka", "queries"])
+    ap.add_argument("--work", help="scratch directory (default: a new one under $TMPDIR)")
+    args = ap.parse_args()
+    work = args.work or tempfile.mkdtemp(prefix="pullstats-bench-")
+    os.makedirs(work, exist_ok=True)
+    rows = []
+    try:
+        if "file" not in args.skip:
+            file_ingest(args, work, rows)
+        if "kafka" not in args.skip:
+            kafka(args, rows)
+        if "queries" not in args.skip:
+            queries(args, work, rows)
+    finally:
+        print("| scenario | input | pullstats | reference | pullstats / reference | pullstats peak RSS |")
+        print("|---|---|---|---|---|---|")
+        for r in rows:
+            print("| " + " | ".join(r) + " |")
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
