@@ -39,6 +39,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => cmd::demo::run(args).await,
             Command::Produce(args) => cmd::produce::run(args),
             Command::ReadTopic(args) => cmd::read_topic::run(args),
+            Command::ReadFile(args) => cmd::read_file::run(args),
             Command::Compact(args) => cmd::compact::run(args).await,
             Command::Retain(args) => cmd::retain::run(args).await,
             Command::Vacuum(args) => cmd::vacuum::run(args).await,

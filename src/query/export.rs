@@ -3,7 +3,8 @@
 //!
 //! A span is a set of whole UTC days `[from, to)`; the predicate is on
 //! `action_day`, the partition column, so DataFusion reads only the span's
-//! partitions. `unique_ip_count` is `count(DISTINCT ip_hash)` over the whole
+//! partitions. `unique_ip_count` is the exact count of distinct `ip_hash`
+//! ([`super::distinct`], equal to `count(DISTINCT ip_hash)`) over the whole
 //! span in one aggregation — never a sum of daily counts, which would count a
 //! client active on two days twice.
 
@@ -192,7 +193,7 @@ pub fn trend_sql(
            count(*) FILTER (WHERE action = 'pull_by_tag') AS pull_by_tag, \
            count(*) FILTER (WHERE action = 'pull_by_digest') AS pull_by_digest, \
            count(*) FILTER (WHERE action = 'version_check') AS version_check, \
-           count(DISTINCT ip_hash) AS unique_ip_count \
+           exact_distinct_count(ip_hash) AS unique_ip_count \
          FROM pulls WHERE {}{} GROUP BY 1, {keys} ORDER BY 1, {keys}",
         span.predicate(),
         filters.predicate()
@@ -295,7 +296,7 @@ pub fn view_sql(view: View, span: &Span, filters: &Filters, by: &[Breakdown]) ->
     let keys = keys.join(", ");
     format!(
         "SELECT {keys}, \
-           count(DISTINCT ip_hash) AS unique_ip_count, \
+           exact_distinct_count(ip_hash) AS unique_ip_count, \
            count(*) FILTER (WHERE action = 'pull_by_tag') AS pull_by_tag, \
            count(*) FILTER (WHERE action = 'pull_by_digest') AS pull_by_digest, \
            count(*) FILTER (WHERE action = 'version_check') AS version_check, \

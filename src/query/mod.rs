@@ -18,6 +18,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::table::{self, TableError, TableKind};
 
+pub mod distinct;
 pub mod export;
 pub mod saved;
 
@@ -68,6 +69,7 @@ pub async fn session_at(path: &Path, version: Option<u64>) -> Result<SessionCont
     // DATAFUSION_EXECUTION_TARGET_PARTITIONS=8 (see README, Queries).
     let config = SessionConfig::from_env()?.with_information_schema(true);
     let ctx = SessionContext::new_with_config(config);
+    ctx.register_udaf(distinct::udaf());
     let pulls = match version {
         Some(v) => table::maintenance::open_version(path, TableKind::Pulls, v).await?,
         None => table::open(path, TableKind::Pulls).await?,
