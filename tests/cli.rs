@@ -291,6 +291,58 @@ fn sql_errors_are_one_line_and_exit_1() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no pulls table"));
 }
 
+/// DATAFUSION_* variables reach the query engine: a valid one is applied
+/// (visible in SHOW), a bad one is a one-line error naming it. The same for
+/// PULLSTATS_QUERY_MEMORY.
+#[test]
+fn datafusion_settings_come_from_the_environment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (input, _) = generate(dir.path(), "e.jsonl", &["--events", "100"]);
+    let table = dir.path().join("t");
+    ingest(&input, &table);
+    let out = run_ok(
+        pullstats()
+            .env("DATAFUSION_EXECUTION_BATCH_SIZE", "1234")
+            .args(["sql", "--format", "csv", "--table"])
+            .arg(&table)
+            .arg("SHOW datafusion.execution.batch_size"),
+    );
+    assert!(out.contains("1234"), "{out}");
+    let out = run(pullstats()
+        .env("DATAFUSION_EXECUTION_BATCH_SIZE", "many")
+        .args(["sql", "--table"])
+        .arg(&table)
+        .arg("SELECT 1"));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: ") && err.contains("batch_size"),
+        "{err}"
+    );
+
+    // The query memory cap: a bad value and a cap too small to run in are
+    // one-line errors; a sufficient one gives the uncapped result.
+    let summary = |memory: &str| {
+        run(pullstats()
+            .env("PULLSTATS_QUERY_MEMORY", memory)
+            .args([
+                "export", "--view", "summary", "--month", "2026-11", "--table",
+            ])
+            .arg(&table))
+    };
+    let out = summary("lots");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("PULLSTATS_QUERY_MEMORY: `lots`"), "{err}");
+    let out = summary("1KiB");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Resources exhausted"), "{err}");
+    let (capped, uncapped) = (summary("64MiB"), summary("1GiB"));
+    assert!(capped.status.success() && !capped.stdout.is_empty());
+    assert_eq!(capped.stdout, uncapped.stdout);
+}
+
 #[test]
 fn usage_errors_exit_2_and_missing_key_exits_1() {
     let out = run(pullstats().args(["gen", "--bad-ratio", "2"]));

@@ -8,9 +8,12 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use datafusion::error::DataFusionError;
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -36,6 +39,8 @@ pub enum QueryError {
     Sql(#[from] DataFusionError),
     #[error("cannot write results: {0}")]
     Output(String),
+    #[error("{MEMORY_LIMIT_VAR}: {0}")]
+    MemoryLimit(String),
     #[error(transparent)]
     Version(#[from] crate::table::maintenance::MaintenanceError),
 }
@@ -66,9 +71,9 @@ pub async fn session(path: &Path) -> Result<SessionContext, QueryError> {
 /// rejected table, versioned apart, is left out then.
 pub async fn session_at(path: &Path, version: Option<u64>) -> Result<SessionContext, QueryError> {
     // DATAFUSION_* environment variables tune the engine, e.g.
-    // DATAFUSION_EXECUTION_TARGET_PARTITIONS=8 (see README, Queries).
+    // DATAFUSION_EXECUTION_TARGET_PARTITIONS=8 (see README, `sql`).
     let config = SessionConfig::from_env()?.with_information_schema(true);
-    let ctx = SessionContext::new_with_config(config);
+    let ctx = SessionContext::new_with_config_rt(config, runtime()?);
     ctx.register_udaf(distinct::udaf());
     let pulls = match version {
         Some(v) => table::maintenance::open_version(path, TableKind::Pulls, v).await?,
@@ -81,6 +86,23 @@ pub async fn session_at(path: &Path, version: Option<u64>) -> Result<SessionCont
         register(&ctx, &rejected, TableKind::Rejected, table).await?;
     }
     Ok(ctx)
+}
+
+/// The variable that caps the memory of a query's sorts and aggregations.
+pub const MEMORY_LIMIT_VAR: &str = "PULLSTATS_QUERY_MEMORY";
+/// Its default: beyond this, sorts and aggregations spill to temporary files.
+pub const DEFAULT_MEMORY_LIMIT: &str = "1GiB";
+
+/// The runtime: a memory pool of `PULLSTATS_QUERY_MEMORY` (default 1 GiB),
+/// shared fairly between the operators that can spill (sorts, aggregations),
+/// which write what does not fit to temporary files in `$TMPDIR`.
+fn runtime() -> Result<Arc<RuntimeEnv>, QueryError> {
+    let text = std::env::var(MEMORY_LIMIT_VAR).unwrap_or_else(|_| DEFAULT_MEMORY_LIMIT.into());
+    let limit = crate::config::parse_bytes(&text).map_err(QueryError::MemoryLimit)?;
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    Ok(RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(FairSpillPool::new(limit)))
+        .build_arc()?)
 }
 
 async fn register(
