@@ -39,8 +39,6 @@ pub enum QueryError {
     Sql(#[from] DataFusionError),
     #[error("cannot write results: {0}")]
     Output(String),
-    #[error("{MEMORY_LIMIT_VAR}: {0}")]
-    MemoryLimit(String),
     #[error(transparent)]
     Version(#[from] crate::table::maintenance::MaintenanceError),
 }
@@ -96,13 +94,14 @@ pub const DEFAULT_MEMORY_LIMIT: &str = "1GiB";
 /// The runtime: a memory pool of `PULLSTATS_QUERY_MEMORY` (default 1 GiB),
 /// shared fairly between the operators that can spill (sorts, aggregations),
 /// which write what does not fit to temporary files in `$TMPDIR`.
-fn runtime() -> Result<Arc<RuntimeEnv>, QueryError> {
+fn runtime() -> Result<Arc<RuntimeEnv>, DataFusionError> {
     let text = std::env::var(MEMORY_LIMIT_VAR).unwrap_or_else(|_| DEFAULT_MEMORY_LIMIT.into());
-    let limit = crate::config::parse_bytes(&text).map_err(QueryError::MemoryLimit)?;
+    let limit = crate::config::parse_bytes(&text)
+        .map_err(|e| DataFusionError::Configuration(format!("{MEMORY_LIMIT_VAR}: {e}")))?;
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    Ok(RuntimeEnvBuilder::new()
+    RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(FairSpillPool::new(limit)))
-        .build_arc()?)
+        .build_arc()
 }
 
 async fn register(
