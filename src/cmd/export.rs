@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cli::{ExportArgs, ExportFormat};
-use crate::query::export::{raw_sql_by_day, trend_sql, view_sql, Filters, Span, View};
+use crate::query::export::{statements, Filters, Span, View};
 use crate::query::{self, OutputFormat};
 
 pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
@@ -27,12 +27,13 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
         namespaces: args.namespaces.clone(),
         repositories: args.repositories.clone(),
     };
-    // The raw view is sorted a day at a time: memory stays that of one day.
-    let statements = match args.view {
-        View::Trend => vec![trend_sql(args.granularity, args.group, &span, &filters)],
-        View::Raw => raw_sql_by_day(&span, &filters),
-        view => vec![view_sql(view, &span, &filters, &args.by)],
-    };
+    let statements = statements(
+        args.view,
+        &span,
+        &filters,
+        &args.by,
+        (args.granularity, args.group),
+    );
     tracing::debug!(?statements, "export");
     let ctx = query::session(&args.table).await?;
     let stream = query::execute_in_order(&ctx, statements).await?;

@@ -3,9 +3,8 @@
 //! Three threads share the work: one reads and decodes lines, one
 //! sessionizes, enriches and builds Arrow batches, and the async side encodes
 //! them to Parquet and commits. Bounded channels between them keep memory
-//! flat. Nothing is
-//! committed unless the whole input was processed, so a failed run can be
-//! repeated without duplicates.
+//! flat. Nothing is committed unless the whole input was processed, so a
+//! failed run can be repeated without duplicates.
 
 use std::collections::HashMap;
 use std::fs::File;

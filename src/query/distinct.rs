@@ -97,13 +97,16 @@ struct Values {
 impl Values {
     fn push(&mut self, x: i64) {
         self.v.push(x);
-        if self.v.len() >= MIN_COMPACT && self.v.len() >= 2 * self.clean {
-            self.compact();
-        }
+        self.compact_if_doubled();
     }
 
     fn extend(&mut self, xs: &[i64]) {
         self.v.extend_from_slice(xs);
+        self.compact_if_doubled();
+    }
+
+    /// Keeps a group at about twice its distinct values, amortised.
+    fn compact_if_doubled(&mut self) {
         if self.v.len() >= MIN_COMPACT && self.v.len() >= 2 * self.clean {
             self.compact();
         }
@@ -127,11 +130,12 @@ impl Values {
     }
 }
 
-/// The list array of partial states: each group's distinct values.
-fn to_state(mut groups: Vec<Values>) -> ArrayRef {
+/// The list array of partial states: each group's distinct values
+/// (the groups are compacted in place).
+fn to_state(groups: &mut [Values]) -> ArrayRef {
     let mut lengths = Vec::with_capacity(groups.len());
     let mut all = Vec::new();
-    for g in &mut groups {
+    for g in groups.iter_mut() {
         g.compact();
         lengths.push(g.v.len());
         all.extend_from_slice(&g.v);
@@ -198,7 +202,7 @@ impl GroupsAccumulator for Groups {
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        Ok(vec![to_state(emit_to.take_needed(&mut self.groups))])
+        Ok(vec![to_state(&mut emit_to.take_needed(&mut self.groups))])
     }
 
     fn merge_batch(
@@ -230,7 +234,7 @@ impl GroupsAccumulator for Groups {
             }
             g
         });
-        Ok(vec![to_state(rows.collect())])
+        Ok(vec![to_state(&mut rows.collect::<Vec<_>>())])
     }
 
     fn size(&self) -> usize {
@@ -260,11 +264,10 @@ impl Accumulator for One {
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        let state = to_state(vec![std::mem::take(&mut self.0)]);
-        let list = state.as_list::<i32>().clone();
-        self.0.v = list.values().as_primitive::<Int64Type>().values().to_vec();
-        self.0.clean = self.0.v.len();
-        Ok(vec![ScalarValue::List(Arc::new(list))])
+        let state = to_state(std::slice::from_mut(&mut self.0));
+        Ok(vec![ScalarValue::List(Arc::new(
+            state.as_list::<i32>().clone(),
+        ))])
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {

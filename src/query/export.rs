@@ -173,7 +173,7 @@ pub fn parse_last(s: &str) -> Result<u32, String> {
 }
 
 /// The SQL of a trend.
-pub fn trend_sql(
+fn trend_sql(
     granularity: Granularity,
     group: TrendGroup,
     span: &Span,
@@ -262,7 +262,7 @@ impl Filters {
 /// actions all sort after the previous day's (`action_day` is the UTC day
 /// of `timestamp`), so their concatenation is the span sorted, and sorting
 /// a day at a time keeps memory to one day's actions whatever the span.
-pub fn raw_sql_by_day(span: &Span, filters: &Filters) -> Vec<String> {
+fn raw_sql_by_day(span: &Span, filters: &Filters) -> Vec<String> {
     span.from
         .iter_days()
         .take_while(|d| *d < span.to)
@@ -277,24 +277,29 @@ pub fn raw_sql_by_day(span: &Span, filters: &Filters) -> Vec<String> {
         .collect()
 }
 
-/// The SQL of a view over a span, broken down by `by` (summaries only).
-pub fn view_sql(view: View, span: &Span, filters: &Filters, by: &[Breakdown]) -> String {
-    let filter = format!("{}{}", span.predicate(), filters.predicate());
+/// The statements of an export of `view` over `span`, run in order as one
+/// result: one per day for the raw view (sorted a day at a time, so memory
+/// stays that of one day), one otherwise. `by` breaks summaries down;
+/// `trend` is the trend's granularity and grouping.
+pub fn statements(
+    view: View,
+    span: &Span,
+    filters: &Filters,
+    by: &[Breakdown],
+    trend: (Granularity, TrendGroup),
+) -> Vec<String> {
     let base: &[&str] = match view {
-        View::Raw | View::Trend => {
-            return format!(
-                "SELECT {} FROM pulls WHERE {filter} ORDER BY timestamp, namespace, repository",
-                RAW_COLUMNS.join(", ")
-            )
-        }
+        View::Raw => return raw_sql_by_day(span, filters),
+        View::Trend => return vec![trend_sql(trend.0, trend.1, span, filters)],
         View::Summary => &["namespace", "repository", "reference"],
         View::RepoSummary => &["namespace", "repository"],
         View::NamespaceSummary => &["namespace"],
     };
+    let filter = format!("{}{}", span.predicate(), filters.predicate());
     let mut keys: Vec<&str> = base.to_vec();
     keys.extend(by.iter().map(|b| b.column()).filter(|c| !base.contains(c)));
     let keys = keys.join(", ");
-    format!(
+    vec![format!(
         "SELECT {keys}, \
            exact_distinct_count(ip_hash) AS unique_ip_count, \
            count(*) FILTER (WHERE action = 'pull_by_tag') AS pull_by_tag, \
@@ -302,7 +307,7 @@ pub fn view_sql(view: View, span: &Span, filters: &Filters, by: &[Breakdown]) ->
            count(*) FILTER (WHERE action = 'version_check') AS version_check, \
            max(owner) AS owner \
          FROM pulls WHERE {filter} GROUP BY {keys} ORDER BY {keys}"
-    )
+    )]
 }
 
 #[cfg(test)]
@@ -424,12 +429,14 @@ mod tests {
             namespaces: vec!["o'brien".into()],
             repositories: vec!["library/nginx".into(), "api".into()],
         };
-        let sql = view_sql(
+        let sql = statements(
             View::RepoSummary,
             &Span::month("2026-10").expect("m"),
             &f,
             &[Breakdown::Country],
-        );
+            (Granularity::Week, TrendGroup::Repository),
+        )
+        .remove(0);
         assert!(
             sql.contains("GROUP BY namespace, repository, country"),
             "{sql}"
