@@ -42,15 +42,20 @@ def wait_port(port, timeout=30):
     sys.exit(f"the broker did not listen on {port}")
 
 
-def peak_rss_kib(pid):
+def status_kib(pid, field):
+    """A `/proc/PID/status` field in KiB (0 once the process is gone)."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1])
     except OSError:
         pass
     return 0
+
+
+def peak_rss_kib(pid):
+    return status_kib(pid, "VmHWM")
 
 
 class CommittedOffsets:
@@ -113,9 +118,10 @@ def run(bin_path, tansu, events_n, partitions=3, flush_interval="2s", timeout=18
                                    "--flush-interval", flush_interval],
                                   env=env, stdout=daemon_log, stderr=daemon_log)
         offsets = CommittedOffsets(table)
-        peak = 0
+        peak = anon = 0
         while offsets.total() < events_n:
             peak = max(peak, peak_rss_kib(daemon.pid))
+            anon = max(anon, status_kib(daemon.pid, "RssAnon"))
             if daemon.poll() is not None:
                 sys.exit(f"the daemon exited with {daemon.returncode}; see {work}/daemon.log")
             if time.perf_counter() - t > timeout:
@@ -134,7 +140,7 @@ def run(bin_path, tansu, events_n, partitions=3, flush_interval="2s", timeout=18
         broker.kill()
         broker.wait()
     return dict(events=events_n, partitions=partitions, flush_interval=flush_interval, produce_s=produce_s,
-                bare_s=bare_s, ingest_s=ingest_s, peak_mib=peak / 1024, actions=int(actions), exit=rc, work=work)
+                bare_s=bare_s, ingest_s=ingest_s, peak_mib=peak / 1024, anon_mib=anon / 1024, actions=int(actions), exit=rc, work=work)
 
 
 def main():

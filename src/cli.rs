@@ -446,6 +446,12 @@ pub struct ExportArgs {
     /// Compress csv or json output with gzip.
     #[arg(long)]
     pub gzip: bool,
+    /// Raw view: rows sorted at once, about. A day with more actions (from
+    /// the table's statistics) is sorted in that many even slices of time,
+    /// so memory stays the same however large the days grow.
+    #[arg(long, default_value_t = crate::query::export::RAW_SLICE_ROWS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub raw_slice_rows: u64,
 }
 
 /// Formats of `export`.

@@ -9,8 +9,9 @@ use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cli::{ExportArgs, ExportFormat};
-use crate::query::export::{statements, Filters, Span, View};
+use crate::query::export::{day_rows, statements, Filters, Span, View};
 use crate::query::{self, OutputFormat};
+use crate::table::{self, TableKind};
 
 pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
     let span = span(&args)?;
@@ -27,15 +28,22 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
         namespaces: args.namespaces.clone(),
         repositories: args.repositories.clone(),
     };
+    let pulls = table::open(&args.table, TableKind::Pulls).await?;
+    let day_rows = if args.view == View::Raw {
+        day_rows(&args.table, &pulls)?
+    } else {
+        Default::default()
+    };
     let statements = statements(
         args.view,
         &span,
         &filters,
         &args.by,
         (args.granularity, args.group),
+        (&day_rows, args.raw_slice_rows),
     );
     tracing::debug!(?statements, "export");
-    let ctx = query::session(&args.table).await?;
+    let ctx = query::session_over(&args.table, pulls, true).await?;
     let stream = query::execute_in_order(&ctx, statements).await?;
 
     let sink: Box<dyn Write + Send> = match path {

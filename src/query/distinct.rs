@@ -130,15 +130,19 @@ impl Values {
     }
 }
 
-/// The list array of partial states: each group's distinct values
-/// (the groups are compacted in place).
+/// The list array of partial states: each group's distinct values. The
+/// groups are consumed (as `state` may): each vector is freed once copied,
+/// and the copy is allocated once at its final size, so building the state
+/// takes little more than the state itself.
 fn to_state(groups: &mut [Values]) -> ArrayRef {
     let mut lengths = Vec::with_capacity(groups.len());
-    let mut all = Vec::new();
     for g in groups.iter_mut() {
         g.compact();
         lengths.push(g.v.len());
-        all.extend_from_slice(&g.v);
+    }
+    let mut all = Vec::with_capacity(lengths.iter().sum());
+    for g in groups.iter_mut() {
+        all.extend_from_slice(&std::mem::take(g).v);
     }
     Arc::new(ListArray::new(
         Arc::new(Field::new_list_field(DataType::Int64, true)),

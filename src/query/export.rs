@@ -8,7 +8,14 @@
 //! span in one aggregation — never a sum of daily counts, which would count a
 //! client active on two days twice.
 
-use chrono::{Datelike, Days, Months, NaiveDate, Weekday};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use chrono::{Datelike, Days, Months, NaiveDate, NaiveTime, Weekday};
+
+use deltalake::DeltaTable;
+
+use crate::table::{self, TableError};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SpanError {
@@ -172,13 +179,39 @@ pub fn parse_last(s: &str) -> Result<u32, String> {
     }
 }
 
-/// The SQL of a trend.
-fn trend_sql(
+impl Span {
+    /// The span cut into its weeks (from Monday) or calendar months, in
+    /// order; a cut that is not at a period's start stays where it is.
+    fn periods(&self, granularity: Granularity) -> Vec<Span> {
+        let next = |d: NaiveDate| match granularity {
+            Granularity::Week => {
+                d.checked_add_days(Days::new(7 - u64::from(d.weekday().num_days_from_monday())))
+            }
+            Granularity::Month => d
+                .with_day(1)
+                .and_then(|m| m.checked_add_months(Months::new(1))),
+        };
+        let mut out = Vec::new();
+        let mut from = self.from;
+        while from < self.to {
+            let to = next(from).map_or(self.to, |n| n.min(self.to));
+            out.push(Span { from, to });
+            from = to;
+        }
+        out
+    }
+}
+
+/// The statements of a trend: one per period, in order. A period's rows
+/// all sort after the previous period's, so their concatenation is the
+/// trend sorted, and memory is that of one period's unique-IP sets rather
+/// than of every period's at once.
+fn trend_sql_by_period(
     granularity: Granularity,
     group: TrendGroup,
     span: &Span,
     filters: &Filters,
-) -> String {
+) -> Vec<String> {
     let unit = match granularity {
         Granularity::Week => "week",
         Granularity::Month => "month",
@@ -187,17 +220,22 @@ fn trend_sql(
         TrendGroup::Repository => "namespace, repository",
         TrendGroup::Namespace => "namespace",
     };
-    format!(
-        "SELECT CAST(date_trunc('{unit}', timestamp) AS DATE) AS period, {keys}, \
-           count(*) FILTER (WHERE action <> 'version_check') AS pulls, \
-           count(*) FILTER (WHERE action = 'pull_by_tag') AS pull_by_tag, \
-           count(*) FILTER (WHERE action = 'pull_by_digest') AS pull_by_digest, \
-           count(*) FILTER (WHERE action = 'version_check') AS version_check, \
-           exact_distinct_count(ip_hash) AS unique_ip_count \
-         FROM pulls WHERE {}{} GROUP BY 1, {keys} ORDER BY 1, {keys}",
-        span.predicate(),
-        filters.predicate()
-    )
+    span.periods(granularity)
+        .iter()
+        .map(|period| {
+            format!(
+                "SELECT CAST(date_trunc('{unit}', timestamp) AS DATE) AS period, {keys}, \
+                   count(*) FILTER (WHERE action <> 'version_check') AS pulls, \
+                   count(*) FILTER (WHERE action = 'pull_by_tag') AS pull_by_tag, \
+                   count(*) FILTER (WHERE action = 'pull_by_digest') AS pull_by_digest, \
+                   count(*) FILTER (WHERE action = 'version_check') AS version_check, \
+                   exact_distinct_count(ip_hash) AS unique_ip_count \
+                 FROM pulls WHERE {}{} GROUP BY 1, {keys} ORDER BY 1, {keys}",
+                period.predicate(),
+                filters.predicate()
+            )
+        })
+        .collect()
 }
 
 /// Raw columns, in the spec's order.
@@ -258,39 +296,84 @@ impl Filters {
     }
 }
 
-/// The raw view as one statement per day of the span, in order. A day's
-/// actions all sort after the previous day's (`action_day` is the UTC day
-/// of `timestamp`), so their concatenation is the span sorted, and sorting
-/// a day at a time keeps memory to one day's actions whatever the span.
-fn raw_sql_by_day(span: &Span, filters: &Filters) -> Vec<String> {
-    span.from
-        .iter_days()
-        .take_while(|d| *d < span.to)
-        .map(|day| {
-            format!(
-                "SELECT {} FROM pulls WHERE action_day = '{}'{} ORDER BY timestamp, namespace, repository",
+/// Rows of a day the raw view sorts at once, about (`--raw-slice-rows`).
+pub const RAW_SLICE_ROWS: u64 = 64 * 1024;
+
+/// The raw view as statements over slices of time, in order: each day of
+/// the span is cut into `ceil(rows / slice_rows)` even slices (`day_rows`
+/// gives a day's rows; a day it lacks is one slice). A slice's actions all
+/// sort after the previous slice's (`action_day` is the UTC day of
+/// `timestamp`, and slices are cut on `timestamp`), so the concatenation is
+/// the span sorted, and sorting a slice at a time keeps memory to about
+/// `slice_rows` actions whatever the span or the size of its days. Files
+/// are kept in time order (ingest writes actions as they close; `compact`
+/// sorts by time), so a slice's predicate prunes pages by their statistics
+/// and each slice reads little more than its own rows.
+fn raw_sql_by_slice(
+    span: &Span,
+    filters: &Filters,
+    day_rows: &BTreeMap<NaiveDate, u64>,
+    slice_rows: u64,
+) -> Vec<String> {
+    const DAY_SECONDS: u64 = 86_400;
+    let at = |day: NaiveDate, s: u64| {
+        let t = day.and_time(NaiveTime::MIN) + chrono::Duration::seconds(s as i64);
+        format!("'{}'", t.format("%Y-%m-%dT%H:%M:%SZ"))
+    };
+    let mut out = Vec::new();
+    for day in span.from.iter_days().take_while(|d| *d < span.to) {
+        let rows = day_rows.get(&day).copied().unwrap_or(0);
+        let slices = rows.div_ceil(slice_rows.max(1)).clamp(1, DAY_SECONDS);
+        for i in 0..slices {
+            let mut cut = String::new();
+            if i > 0 {
+                cut += &format!(" AND timestamp >= {}", at(day, i * DAY_SECONDS / slices));
+            }
+            if i + 1 < slices {
+                cut += &format!(
+                    " AND timestamp < {}",
+                    at(day, (i + 1) * DAY_SECONDS / slices)
+                );
+            }
+            out.push(format!(
+                "SELECT {} FROM pulls WHERE action_day = '{}'{cut}{} \
+                 ORDER BY timestamp, namespace, repository",
                 RAW_COLUMNS.join(", "),
                 day.format("%Y-%m-%d"),
                 filters.predicate()
-            )
-        })
-        .collect()
+            ));
+        }
+    }
+    out
+}
+
+/// Actions per day of `table` (at `path`), from its files' statistics.
+pub fn day_rows(path: &Path, table: &DeltaTable) -> Result<BTreeMap<NaiveDate, u64>, TableError> {
+    let mut rows = BTreeMap::new();
+    for f in table::maintenance::data_files(path, table)? {
+        if let (Ok(day), Some(n)) = (NaiveDate::parse_from_str(&f.day, "%Y-%m-%d"), f.rows) {
+            *rows.entry(day).or_default() += n;
+        }
+    }
+    Ok(rows)
 }
 
 /// The statements of an export of `view` over `span`, run in order as one
-/// result: one per day for the raw view (sorted a day at a time, so memory
-/// stays that of one day), one otherwise. `by` breaks summaries down;
-/// `trend` is the trend's granularity and grouping.
+/// result: one per slice of time for the raw view ([`raw_sql_by_slice`]
+/// with `raw`: actions per day and rows per slice), one per period for the
+/// trend, one otherwise. `by` breaks summaries down; `trend` is the trend's
+/// granularity and grouping.
 pub fn statements(
     view: View,
     span: &Span,
     filters: &Filters,
     by: &[Breakdown],
     trend: (Granularity, TrendGroup),
+    raw: (&BTreeMap<NaiveDate, u64>, u64),
 ) -> Vec<String> {
     let base: &[&str] = match view {
-        View::Raw => return raw_sql_by_day(span, filters),
-        View::Trend => return vec![trend_sql(trend.0, trend.1, span, filters)],
+        View::Raw => return raw_sql_by_slice(span, filters, raw.0, raw.1),
+        View::Trend => return trend_sql_by_period(trend.0, trend.1, span, filters),
         View::Summary => &["namespace", "repository", "reference"],
         View::RepoSummary => &["namespace", "repository"],
         View::NamespaceSummary => &["namespace"],
@@ -315,12 +398,50 @@ mod tests {
     use super::*;
 
     #[test]
-    fn raw_by_day_has_one_statement_per_day_in_order() {
+    fn raw_days_are_cut_into_slices_of_time_in_order() {
         let span = Span::week("2026-W53").expect("week");
-        let sqls = raw_sql_by_day(&span, &Filters::default());
-        assert_eq!(sqls.len(), 7);
-        assert!(sqls[0].contains("action_day = '2026-12-28'"), "{}", sqls[0]);
-        assert!(sqls[6].contains("action_day = '2027-01-03'"), "{}", sqls[6]);
+        let mut rows = BTreeMap::new();
+        rows.insert(d("2026-12-29"), 250);
+        rows.insert(d("2026-12-30"), 100);
+        let sqls = raw_sql_by_slice(&span, &Filters::default(), &rows, 100);
+        // 1 + 3 + 1 + 1 + 1 + 1 + 1: the 250-row day in three slices.
+        assert_eq!(sqls.len(), 9);
+        assert!(
+            sqls[0].contains("action_day = '2026-12-28' ORDER BY"),
+            "{}",
+            sqls[0]
+        );
+        assert!(
+            sqls[1].contains(
+                "action_day = '2026-12-29' AND timestamp < '2026-12-29T08:00:00Z' ORDER BY"
+            ),
+            "{}",
+            sqls[1]
+        );
+        assert!(sqls[2].contains(
+            "action_day = '2026-12-29' AND timestamp >= '2026-12-29T08:00:00Z' AND timestamp < '2026-12-29T16:00:00Z'"
+        ), "{}", sqls[2]);
+        assert!(
+            sqls[3].contains(
+                "action_day = '2026-12-29' AND timestamp >= '2026-12-29T16:00:00Z' ORDER BY"
+            ),
+            "{}",
+            sqls[3]
+        );
+        assert!(
+            sqls[4].contains("action_day = '2026-12-30' ORDER BY"),
+            "{}",
+            sqls[4]
+        );
+        assert!(sqls[8].contains("action_day = '2027-01-03'"), "{}", sqls[8]);
+        // Slices that do not divide the day evenly still cover it.
+        rows.insert(d("2026-12-29"), 7);
+        let sqls = raw_sql_by_slice(&span, &Filters::default(), &rows, 1);
+        assert!(
+            sqls[7].contains("timestamp >= '2026-12-29T20:34:17Z' ORDER BY"),
+            "{}",
+            sqls[7]
+        );
     }
 
     fn d(s: &str) -> NaiveDate {
@@ -424,6 +545,48 @@ mod tests {
     }
 
     #[test]
+    fn trends_run_one_statement_per_period_in_order() {
+        let weeks = Span::trailing(Granularity::Week, 3, d("2026-11-25"));
+        let sqls = trend_sql_by_period(
+            Granularity::Week,
+            TrendGroup::Repository,
+            &weeks,
+            &Filters::default(),
+        );
+        assert_eq!(sqls.len(), 13);
+        assert!(
+            sqls[0].contains("action_day >= '2026-08-24' AND action_day < '2026-08-31'"),
+            "{}",
+            sqls[0]
+        );
+        assert!(sqls[12].contains("action_day >= '2026-11-16' AND action_day < '2026-11-23'"));
+        let months = Span::trailing(Granularity::Month, 3, d("2027-02-10"));
+        let sqls = trend_sql_by_period(
+            Granularity::Month,
+            TrendGroup::Namespace,
+            &months,
+            &Filters::default(),
+        );
+        assert_eq!(sqls.len(), 3);
+        assert!(sqls[1].contains("action_day >= '2026-12-01' AND action_day < '2027-01-01'"));
+        // A span cut mid-period keeps its cuts.
+        let odd = Span::days("2026-11-04", "2026-11-18").expect("span");
+        let cuts: Vec<(NaiveDate, NaiveDate)> = odd
+            .periods(Granularity::Week)
+            .iter()
+            .map(|p| (p.from, p.to))
+            .collect();
+        assert_eq!(
+            cuts,
+            [
+                (d("2026-11-04"), d("2026-11-09")),
+                (d("2026-11-09"), d("2026-11-16")),
+                (d("2026-11-16"), d("2026-11-18"))
+            ]
+        );
+    }
+
+    #[test]
     fn filters_quote_their_values() {
         let f = Filters {
             namespaces: vec!["o'brien".into()],
@@ -435,6 +598,7 @@ mod tests {
             &f,
             &[Breakdown::Country],
             (Granularity::Week, TrendGroup::Repository),
+            (&BTreeMap::new(), RAW_SLICE_ROWS),
         )
         .remove(0);
         assert!(

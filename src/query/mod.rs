@@ -68,20 +68,30 @@ pub async fn session(path: &Path) -> Result<SessionContext, QueryError> {
 /// [`session`] with the pulls table as of `version` (time travel); the
 /// rejected table, versioned apart, is left out then.
 pub async fn session_at(path: &Path, version: Option<u64>) -> Result<SessionContext, QueryError> {
+    let pulls = match version {
+        Some(v) => table::maintenance::open_version(path, TableKind::Pulls, v).await?,
+        None => table::open(path, TableKind::Pulls).await?,
+    };
+    session_over(path, pulls, version.is_none()).await
+}
+
+/// [`session`] over the pulls table already opened (`pulls`, the table at
+/// `path`); `rejected` registers the rejected table too, when there is one.
+pub async fn session_over(
+    path: &Path,
+    pulls: deltalake::DeltaTable,
+    rejected: bool,
+) -> Result<SessionContext, QueryError> {
     // DATAFUSION_* environment variables tune the engine, e.g.
     // DATAFUSION_EXECUTION_TARGET_PARTITIONS=8 (see README, `sql`).
     let config = SessionConfig::from_env()?.with_information_schema(true);
     let ctx = SessionContext::new_with_config_rt(config, runtime()?);
     ctx.register_udaf(distinct::udaf());
-    let pulls = match version {
-        Some(v) => table::maintenance::open_version(path, TableKind::Pulls, v).await?,
-        None => table::open(path, TableKind::Pulls).await?,
-    };
     register(&ctx, path, TableKind::Pulls, pulls).await?;
-    let rejected = table::rejected_path(path);
-    if version.is_none() && rejected.join("_delta_log").is_dir() {
-        let table = table::open(&rejected, TableKind::Rejected).await?;
-        register(&ctx, &rejected, TableKind::Rejected, table).await?;
+    let rejected_path = table::rejected_path(path);
+    if rejected && rejected_path.join("_delta_log").is_dir() {
+        let table = table::open(&rejected_path, TableKind::Rejected).await?;
+        register(&ctx, &rejected_path, TableKind::Rejected, table).await?;
     }
     Ok(ctx)
 }

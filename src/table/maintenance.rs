@@ -2,8 +2,10 @@
 //! the facts `pullstats info` prints.
 //!
 //! Compaction rewrites the *small* files of a day (smaller than half the
-//! target size) into files of about the target size, sorted by the summary
-//! queries' grouping keys, in one commit per day whose adds and removes are
+//! target size) into files of about the target size, sorted in the raw
+//! export's order (time, namespace, repository: each page then spans a short
+//! stretch of time, which a raw export's slices of time prune by), in one
+//! commit per day whose adds and removes are
 //! all `dataChange: false`. Delta then treats it as OPTIMIZE: the daemon's
 //! appends never conflict with it, and it conflicts only with another commit
 //! that removed the same files (a second compaction, or retention), after
@@ -254,6 +256,14 @@ pub async fn compact(
             progress(&report);
             reports.push(report);
         }
+    }
+    if !reports.is_empty() {
+        // A commit per day: without a checkpoint, every later open of the
+        // table would replay them all (up to the next one, 100 commits on).
+        let table = super::open(path, kind).await?;
+        deltalake::checkpoints::create_checkpoint(&table, None)
+            .await
+            .map_err(delta(path))?;
     }
     Ok(reports)
 }
