@@ -175,7 +175,7 @@ def queries(args, work, rows):
         con = duckdb.connect()
         con.execute("SET threads TO 2")
         con.execute("SET TimeZone = 'UTC'")
-        files = os.path.join(table, "*", "*.parquet")
+        files = os.path.join(table, "action_day=*", "*.parquet")
         for name, flags, sql, how in QUERIES:
             ours, theirs = os.path.join(work, "ours.csv"), os.path.join(work, "theirs.csv")
             best, peak = float("inf"), Rss((0.0, 0.0))
