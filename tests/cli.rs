@@ -338,6 +338,34 @@ fn datafusion_settings_come_from_the_environment() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Resources exhausted"), "{err}");
+    // A failed export to a file leaves an earlier file as it was, and no
+    // partial file; a successful one replaces it.
+    let out_dir = dir.path().join("exports");
+    std::fs::create_dir(&out_dir).expect("mkdir");
+    let file = out_dir.join("summary.csv");
+    std::fs::write(&file, "earlier\n").expect("write");
+    let to_file = |memory: &str| {
+        run(pullstats()
+            .env("PULLSTATS_QUERY_MEMORY", memory)
+            .args(["export", "--month", "2026-11", "--output"])
+            .arg(&file)
+            .arg("--table")
+            .arg(&table))
+    };
+    assert_eq!(to_file("1KiB").status.code(), Some(1));
+    assert_eq!(std::fs::read_to_string(&file).expect("read"), "earlier\n");
+    let names = || -> Vec<String> {
+        std::fs::read_dir(&out_dir)
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    assert_eq!(names(), ["summary.csv"]);
+    assert!(to_file("1GiB").status.success());
+    assert!(std::fs::read_to_string(&file)
+        .expect("read")
+        .starts_with("namespace,repository,reference,"));
+    assert_eq!(names(), ["summary.csv"]);
     let (capped, uncapped) = (summary("64MiB"), summary("1GiB"));
     assert!(capped.status.success() && !capped.stdout.is_empty());
     assert_eq!(capped.stdout, uncapped.stdout);

@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -46,10 +47,14 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
     let ctx = query::session_over(&args.table, pulls, true).await?;
     let stream = query::execute_in_order(&ctx, statements).await?;
 
-    let sink: Box<dyn Write + Send> = match path {
-        Some(p) => {
-            Box::new(File::create(p).with_context(|| format!("cannot create {}", p.display()))?)
-        }
+    // A file export is written beside its destination and renamed into
+    // place once complete: a failed export leaves no partial file behind
+    // and does not clobber an earlier one.
+    let partial = path.map(Partial::beside);
+    let sink: Box<dyn Write + Send> = match &partial {
+        Some(t) => Box::new(
+            File::create(&t.0).with_context(|| format!("cannot create {}", t.0.display()))?,
+        ),
         None => Box::new(io::stdout()),
     };
     let mut out: Box<dyn Write + Send> = if args.gzip {
@@ -79,7 +84,8 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
     out.flush().context("cannot write the export")?;
     drop(out);
     bar.finish_and_clear();
-    if let Some(p) = path {
+    if let (Some(t), Some(p)) = (partial, path) {
+        t.finish(p)?;
         eprintln!(
             "{rows} rows ({:?}, {} to {}) written to {}",
             args.view,
@@ -89,6 +95,33 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// An export file being written; removed when dropped unless finished.
+struct Partial(PathBuf);
+
+impl Partial {
+    /// `.NAME.partial-PID` in `dest`'s directory (so the rename is atomic).
+    fn beside(dest: &Path) -> Self {
+        let name = dest
+            .file_name()
+            .map_or_else(Default::default, |n| n.to_string_lossy());
+        let tmp = format!(".{name}.partial-{}", std::process::id());
+        Self(dest.with_file_name(tmp))
+    }
+
+    /// Moves the file into place (dropping `self` then finds nothing left
+    /// to remove).
+    fn finish(self, dest: &Path) -> anyhow::Result<()> {
+        std::fs::rename(&self.0, dest)
+            .with_context(|| format!("cannot move {} to {}", self.0.display(), dest.display()))
+    }
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 fn span(args: &ExportArgs) -> anyhow::Result<Span> {
