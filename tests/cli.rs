@@ -246,9 +246,7 @@ fn rows_carry_the_spec_fields_and_no_ip() {
 #[test]
 fn sql_output_formats() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (input, _) = generate(dir.path(), "e.jsonl", &["--events", "500"]);
-    let table = dir.path().join("t");
-    ingest(&input, &table);
+    let table = generated_table(dir.path(), "500");
     let q = "SELECT action, count(*) AS n FROM pulls GROUP BY action ORDER BY action";
     let text = run_ok(pullstats().args(["sql", "--table"]).arg(&table).arg(q));
     assert!(
@@ -270,9 +268,7 @@ fn sql_output_formats() {
 #[test]
 fn sql_errors_are_one_line_and_exit_1() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (input, _) = generate(dir.path(), "e.jsonl", &["--events", "100"]);
-    let table = dir.path().join("t");
-    ingest(&input, &table);
+    let table = generated_table(dir.path(), "100");
     for (sql, want) in [
         ("SELEC nonsense", "SQL"),
         ("SELECT nope FROM pulls", "nope"),
@@ -297,9 +293,7 @@ fn sql_errors_are_one_line_and_exit_1() {
 #[test]
 fn datafusion_settings_come_from_the_environment() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (input, _) = generate(dir.path(), "e.jsonl", &["--events", "100"]);
-    let table = dir.path().join("t");
-    ingest(&input, &table);
+    let table = generated_table(dir.path(), "100");
     let out = run_ok(
         pullstats()
             .env("DATAFUSION_EXECUTION_BATCH_SIZE", "1234")

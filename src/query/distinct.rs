@@ -134,15 +134,15 @@ impl Values {
 /// groups are consumed (as `state` may): each vector is freed once copied,
 /// and the copy is allocated once at its final size, so building the state
 /// takes little more than the state itself.
-fn to_state(groups: &mut [Values]) -> ArrayRef {
+fn to_state(mut groups: Vec<Values>) -> ArrayRef {
     let mut lengths = Vec::with_capacity(groups.len());
-    for g in groups.iter_mut() {
+    for g in &mut groups {
         g.compact();
         lengths.push(g.v.len());
     }
     let mut all = Vec::with_capacity(lengths.iter().sum());
-    for g in groups.iter_mut() {
-        all.extend_from_slice(&std::mem::take(g).v);
+    for g in groups {
+        all.extend_from_slice(&g.v);
     }
     Arc::new(ListArray::new(
         Arc::new(Field::new_list_field(DataType::Int64, true)),
@@ -206,7 +206,7 @@ impl GroupsAccumulator for Groups {
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        Ok(vec![to_state(&mut emit_to.take_needed(&mut self.groups))])
+        Ok(vec![to_state(emit_to.take_needed(&mut self.groups))])
     }
 
     fn merge_batch(
@@ -238,7 +238,7 @@ impl GroupsAccumulator for Groups {
             }
             g
         });
-        Ok(vec![to_state(&mut rows.collect::<Vec<_>>())])
+        Ok(vec![to_state(rows.collect())])
     }
 
     fn size(&self) -> usize {
@@ -268,7 +268,7 @@ impl Accumulator for One {
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        let state = to_state(std::slice::from_mut(&mut self.0));
+        let state = to_state(vec![std::mem::take(&mut self.0)]);
         Ok(vec![ScalarValue::List(Arc::new(
             state.as_list::<i32>().clone(),
         ))])

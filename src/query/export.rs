@@ -221,7 +221,7 @@ fn trend_sql_by_period(
         TrendGroup::Namespace => "namespace",
     };
     span.periods(granularity)
-        .iter()
+        .into_iter()
         .map(|period| {
             format!(
                 "SELECT CAST(date_trunc('{unit}', timestamp) AS DATE) AS period, {keys}, \
@@ -336,11 +336,11 @@ fn raw_sql_by_slice(
                 );
             }
             out.push(format!(
-                "SELECT {} FROM pulls WHERE action_day = '{}'{cut}{} \
-                 ORDER BY timestamp, namespace, repository",
+                "SELECT {} FROM pulls WHERE action_day = '{}'{cut}{} ORDER BY {}",
                 RAW_COLUMNS.join(", "),
                 day.format("%Y-%m-%d"),
-                filters.predicate()
+                filters.predicate(),
+                table::PULLS_ORDER.join(", ")
             ));
         }
     }

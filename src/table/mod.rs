@@ -38,6 +38,11 @@ pub const MAX_WINDOW_ROWS: usize = 2_000_000;
 /// statistics, small enough that pruning by row group still helps.
 const ROW_GROUP_ROWS: usize = 256 * 1024;
 
+/// The order of pulls in a compacted file and in a raw export: by time, so a
+/// page's statistics span a short stretch of time and the raw export's
+/// slices of time prune by them.
+pub const PULLS_ORDER: &[&str] = &["timestamp", "namespace", "repository"];
+
 /// The tables pullstats keeps: the pulls table at `DIR`, and beside it
 /// (`DIR.rejected`) the counts of requests that formed no action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +72,7 @@ impl TableKind {
     /// from another order (measured: README, Performance).
     fn sort_columns(self) -> &'static [&'static str] {
         match self {
-            TableKind::Pulls => &["timestamp", "namespace", "repository"],
+            TableKind::Pulls => PULLS_ORDER,
             TableKind::Rejected => &["namespace", "repository", "status", "reason"],
         }
     }

@@ -92,6 +92,14 @@ pub fn ingest(input: &Path, table: &Path) -> String {
     )
 }
 
+/// A table `DIR/t` of `events` generated events (`DIR/e.jsonl`).
+pub fn generated_table(dir: &Path, events: &str) -> PathBuf {
+    let (input, _) = generate(dir, "e.jsonl", &["--events", events]);
+    let table = dir.join("t");
+    ingest(&input, &table);
+    table
+}
+
 /// Runs SQL and returns the CSV rows (header first).
 pub fn sql_rows(table: &Path, sql: &str) -> Vec<Vec<String>> {
     let out = run_ok(
