@@ -237,12 +237,27 @@ fn set_bit(words: &mut Vec<u64>, id: u32) {
     words[w] |= 1 << (id % 64);
 }
 
+/// A bitmap of `words` words with the bits of `ids` set (all below
+/// `64 × words`).
+fn bitmap(ids: &[u32], words: usize) -> Vec<u64> {
+    let mut bits = vec![0; words];
+    for &id in ids {
+        bits[(id / 64) as usize] |= 1 << (id % 64);
+    }
+    bits
+}
+
+/// Whether a vector has doubled since it was last compacted.
+fn doubled(ids: &[u32], clean: usize) -> bool {
+    ids.len() >= MIN_COMPACT && ids.len() >= 2 * clean
+}
+
 impl Set {
     fn insert(&mut self, id: u32) {
         match self {
             Set::Sparse { ids, clean } => {
                 ids.push(id);
-                if ids.len() >= MIN_COMPACT && ids.len() >= 2 * *clean {
+                if doubled(ids, *clean) {
                     self.compact();
                 }
             }
@@ -254,7 +269,7 @@ impl Set {
         match self {
             Set::Sparse { ids, clean } => {
                 ids.extend(new);
-                if ids.len() >= MIN_COMPACT && ids.len() >= 2 * *clean {
+                if doubled(ids, *clean) {
                     self.compact();
                 }
             }
@@ -279,11 +294,7 @@ impl Set {
         };
         let words = (max / 64) as usize + 1;
         if ids.capacity() * size_of::<u32>() >= words * size_of::<u64>() {
-            let mut bits = vec![0; words];
-            for &id in ids.iter() {
-                bits[(id / 64) as usize] |= 1 << (id % 64);
-            }
-            *self = Set::Dense(bits);
+            *self = Set::Dense(bitmap(ids, words));
         }
     }
 
@@ -291,11 +302,7 @@ impl Set {
     fn union_words(&mut self, other: impl ExactSizeIterator<Item = u64>) {
         if let Set::Sparse { ids, .. } = self {
             let max = ids.iter().max().map_or(0, |&m| (m / 64) as usize + 1);
-            let mut bits = vec![0; max.max(other.len())];
-            for &id in ids.iter() {
-                bits[(id / 64) as usize] |= 1 << (id % 64);
-            }
-            *self = Set::Dense(bits);
+            *self = Set::Dense(bitmap(ids, max.max(other.len())));
         }
         if let Set::Dense(words) = self {
             if words.len() < other.len() {
