@@ -362,6 +362,17 @@ pub struct KafkaArgs {
     /// Size of the files compaction writes.
     #[arg(long, env = "PULLSTATS_TARGET_FILE_SIZE", default_value = "128MiB", value_parser = parse_bytes)]
     pub target_file_size: u64,
+    #[command(flatten)]
+    pub reload: ReloadArgs,
+}
+
+/// Enrichment reloads of the long-running commands.
+#[derive(Debug, Args, Clone)]
+pub struct ReloadArgs {
+    /// How often to check the --geoip files and the --cloud-ranges
+    /// directory and reload them when they changed; 0: only on SIGHUP.
+    #[arg(long, env = "PULLSTATS_RELOAD_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub reload_interval: Duration,
 }
 
 impl KafkaArgs {

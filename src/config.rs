@@ -17,7 +17,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::pipeline::enrich::{IpHasher, INSECURE_DEFAULT_KEY};
+use crate::cli::IngestArgs;
+use crate::pipeline::enrich::{
+    ActionEnricher, EnrichError, Fingerprint, IpHasher, INSECURE_DEFAULT_KEY,
+};
+use crate::pipeline::sessionize::SessionConfig;
+use crate::pipeline::Pipeline;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -30,6 +35,8 @@ pub enum ConfigError {
     BadIpHashKey(String),
     #[error("cannot read the config file {path}: {reason}")]
     File { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Enrich(#[from] EnrichError),
 }
 
 /// The TOML config file of `pullstats ingest` (every key optional; unknown
@@ -67,6 +74,8 @@ pub struct IngestConfigFile {
     pub auto_compact_interval: Option<String>,
     /// Size of the files compaction writes, e.g. `128MiB`.
     pub target_file_size: Option<toml::Value>,
+    /// How often to check the enrichment files for changes, e.g. `60s`; `0`: only on SIGHUP.
+    pub reload_interval: Option<String>,
     /// Longest accepted message (or line) in bytes.
     pub max_line_bytes: Option<u64>,
     /// Session gap, e.g. `5s`.
@@ -133,6 +142,7 @@ impl IngestConfigFile {
             "PULLSTATS_TARGET_FILE_SIZE",
             self.target_file_size.as_ref().map(toml_size),
         );
+        put("PULLSTATS_RELOAD_INTERVAL", self.reload_interval.clone());
         put(
             "PULLSTATS_MAX_LINE_BYTES",
             self.max_line_bytes.map(|v| v.to_string()),
@@ -283,6 +293,29 @@ pub fn ip_hasher(key: Option<&str>, insecure_default: bool) -> Result<IpHasher, 
         }
         None => Err(ConfigError::NoIpHashKey),
     }
+}
+
+/// The decode → sessionize → enrich pipeline the ingest flags describe
+/// (the file ingest and the engine), and the fingerprint of the enrichment
+/// files as they were just before they were loaded (for reloads).
+pub fn pipeline(args: &IngestArgs) -> Result<(Pipeline, Fingerprint), ConfigError> {
+    let hasher = ip_hasher(
+        args.privacy.ip_hash_key.as_deref(),
+        args.privacy.insecure_default_key,
+    )?;
+    let sources = args.enrich.sources();
+    let fingerprint = sources.fingerprint();
+    let data = sources.load()?;
+    let session = SessionConfig {
+        gap: args.session.session_gap,
+        max_lateness: args.session.max_lateness,
+        max_open_sessions: args.session.max_open_sessions,
+    };
+    let enricher = ActionEnricher::new(hasher, data);
+    Ok((
+        Pipeline::new(args.max_line_bytes, session, enricher),
+        fingerprint,
+    ))
 }
 
 #[cfg(test)]

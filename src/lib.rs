@@ -10,10 +10,19 @@
 //!                    │      (reason, pos)  counted       (IP never stored)  one atomic commit
 //!                    ▼
 //!               progress, summary line                      query (DataFusion SQL over `pulls`)
+//!
+//!  Kafka ──▶ stream::Source ──▶ stream engine: the same pipeline, one sessionizer lane per partition
+//!  (topic)    (KafkaSource)       │   epochs: state files, then one commit per table with each lane's
+//!                                 │   offset and state generation (txn) ──▶ table, exactly once
+//!                                 ├── dead letters ──▶ <topic>.dlq
+//!                                 └── enrichment reloads (interval, SIGHUP), swapped between messages
 //! ```
 //!
 //! - [`pipeline`]: the synchronous stages (decode, sessionize, enrich), pure
 //!   `&mut self` calls testable without an async runtime.
+//! - [`stream`]: the long-running engine: epochs, commits with offsets and
+//!   saved sessions, resume from the table, behind a [`stream::Source`]
+//!   (Kafka today); enrichment reloads.
 //! - [`table`]: the Delta table (create, stream Parquet, commit).
 //! - [`query`]: DataFusion sessions over the table.
 //! - [`gen`]: the deterministic traffic generator behind demos, tests and
@@ -29,4 +38,5 @@ pub mod metrics;
 pub mod pipeline;
 pub mod query;
 pub mod schema;
+pub mod stream;
 pub mod table;

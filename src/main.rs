@@ -32,7 +32,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Gen(args) => cmd::gen::run(args),
-            Command::Ingest(args) => cmd::ingest::run(args).await,
+            Command::Ingest(args) if args.kafka.brokers.is_some() => cmd::daemon::run(args).await,
+            Command::Ingest(args) => cmd::ingest::run(args).await.map(|_| ()),
             Command::Sql(args) => cmd::sql::run(args).await,
             Command::Export(args) => cmd::export::run(args).await,
             Command::Query(args) => cmd::query::run(args).await,

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub aborted_epochs: AtomicU64,
     pub rebalances: AtomicU64,
     pub compacted_days: AtomicU64,
+    pub enrichment_reloads: AtomicU64,
+    pub enrichment_reload_failures: AtomicU64,
     /// Gauges.
     pub late: AtomicU64,
     pub open_sessions: AtomicU64,
@@ -69,7 +71,7 @@ impl Metrics {
     /// The Prometheus text exposition of every series.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 11] = [
+        let counters: [(&str, &str, &AtomicU64); 13] = [
             (
                 "pullstats_messages_total",
                 "Kafka messages consumed",
@@ -124,6 +126,16 @@ impl Metrics {
                 "pullstats_compacted_days_total",
                 "Days compacted by --auto-compact",
                 &self.compacted_days,
+            ),
+            (
+                "pullstats_enrichment_reloads_total",
+                "Enrichment data sets (MaxMind DBs, cloud ranges) reloaded after their files changed",
+                &self.enrichment_reloads,
+            ),
+            (
+                "pullstats_enrichment_reload_failures_total",
+                "Changed enrichment files that failed to load (the data in use was kept)",
+                &self.enrichment_reload_failures,
             ),
         ];
         let gauges: [(&str, &str, &AtomicU64); 3] = [

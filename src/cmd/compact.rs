@@ -5,7 +5,6 @@
 use anyhow::Context;
 
 use crate::cli::CompactArgs;
-use crate::cmd::maintenance_tables;
 use crate::table::maintenance::{self, CompactOptions, CompactReport, DaySelection};
 
 pub async fn run(args: CompactArgs) -> anyhow::Result<()> {
@@ -21,8 +20,8 @@ pub async fn run(args: CompactArgs) -> anyhow::Result<()> {
         quiet_for: None,
         now_ms: now.timestamp_millis(),
     };
-    for (path, kind) in maintenance_tables(&args.table)? {
-        let mut print = |r: &CompactReport| println!("{}: {}", path.display(), describe(r));
+    for (path, kind) in maintenance::tables(&args.table)? {
+        let mut print = |r: &CompactReport| println!("{}: {r}", path.display());
         let reports = maintenance::compact(&path, kind, &options, &mut print)
             .await
             .with_context(|| format!("compaction of {} stopped", path.display()))?;
@@ -31,27 +30,4 @@ pub async fn run(args: CompactArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// One line per compacted day.
-pub fn describe(r: &CompactReport) -> String {
-    format!(
-        "{} {} files ({}) -> {} files ({}), {} rows, version {}{}",
-        r.day,
-        r.files_before,
-        mib(r.bytes_before),
-        r.files_after,
-        mib(r.bytes_after),
-        r.rows,
-        r.version.map_or("-".to_owned(), |v| v.to_string()),
-        if r.attempts > 1 {
-            format!(" ({} attempts)", r.attempts)
-        } else {
-            String::new()
-        }
-    )
-}
-
-pub fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }

@@ -67,7 +67,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             insecure_default_key: true,
         },
     };
-    let report = crate::cmd::ingest::run_file(ingest_args).await?;
+    let report = crate::cmd::ingest::run(ingest_args).await?;
     if report.stats.actions != generated.actions() {
         bail!(
             "ingest found {} actions where the generator intended {}",
@@ -82,10 +82,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         let stream = query::execute(&ctx, sql).await?;
         query::write_results(stream, OutputFormat::Table, &mut std::io::stdout(), &|_| ()).await?;
     }
-    let t = table.display();
-    println!("\nThe table is at {t} (a Delta Lake table). Try:");
-    println!("  pullstats sql --table {t} \"SELECT user_agent_tool, count(*) AS pulls FROM pulls GROUP BY 1 ORDER BY 2 DESC\"");
-    println!("  pullstats sql --table {t} --format csv \"SELECT * FROM pulls LIMIT 10\"");
+    let (bin, t) = (
+        crate::cmd::self_command(),
+        crate::cmd::shell_quote(&table.to_string_lossy()),
+    );
+    println!(
+        "\nThe table is at {} (a Delta Lake table). Try:",
+        table.display()
+    );
+    println!("  {bin} sql --table {t} \"SELECT user_agent_tool, count(*) AS pulls FROM pulls GROUP BY 1 ORDER BY 2 DESC\"");
+    println!("  {bin} sql --table {t} --format csv \"SELECT * FROM pulls LIMIT 10\"");
+    println!("  {bin} export --table {t} --view repo-summary --week 2026-W45");
+    if bin != "pullstats" {
+        println!("(`cargo install --path .` in the source tree puts `pullstats` on your PATH.)");
+    }
     Ok(())
 }
 

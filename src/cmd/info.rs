@@ -3,13 +3,11 @@
 //! Kafka partition's next offset as the table records it.
 
 use crate::cli::{InfoArgs, InfoFormat};
-use crate::cmd::compact::mib;
-use crate::cmd::maintenance_tables;
-use crate::table::maintenance::{self, TableInfo};
+use crate::table::maintenance::{self, mib, TableInfo};
 
 pub async fn run(args: InfoArgs) -> anyhow::Result<()> {
     let mut infos = Vec::new();
-    for (path, kind) in maintenance_tables(&args.table)? {
+    for (path, kind) in maintenance::tables(&args.table)? {
         infos.push(maintenance::info(&path, kind, args.target_file_size).await?);
     }
     match args.format {

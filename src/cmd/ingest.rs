@@ -25,8 +25,6 @@ use crate::config;
 use crate::event::RequestEvent;
 use crate::pipeline::dead_letter::{DeadLetterSink, FileDeadLetters, Position};
 use crate::pipeline::decode::Decoder;
-use crate::pipeline::enrich::ActionEnricher;
-use crate::pipeline::sessionize::SessionConfig;
 use crate::pipeline::source::{Line, LineReader};
 use crate::pipeline::{IngestStats, Pipeline};
 use crate::table::{self, TableKind, TableWriter};
@@ -55,16 +53,8 @@ pub fn default_dead_letter_path(table: &Path) -> PathBuf {
     table::beside(table, ".dead-letter.jsonl")
 }
 
-/// `pullstats ingest`: the daemon when --brokers is given, else a file.
-pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
-    if args.kafka.brokers.is_some() {
-        return crate::cmd::daemon::run(args).await;
-    }
-    run_file(args).await.map(|_| ())
-}
-
-/// Ingests `--from-file` and prints the summary.
-pub async fn run_file(args: IngestArgs) -> anyhow::Result<IngestReport> {
+/// `pullstats ingest --from-file`: ingests and prints the summary.
+pub async fn run(args: IngestArgs) -> anyhow::Result<IngestReport> {
     let report = ingest(&args).await?;
     println!("{}", report.stats.summary_line());
     if report.dead_letters > 0 {
@@ -77,29 +67,9 @@ pub async fn run_file(args: IngestArgs) -> anyhow::Result<IngestReport> {
     Ok(report)
 }
 
-/// The decode → sessionize → enrich pipeline the ingest flags describe
-/// (shared by the file ingest and the daemon).
-pub fn build_pipeline(args: &IngestArgs) -> anyhow::Result<Pipeline> {
-    let hasher = config::ip_hasher(
-        args.privacy.ip_hash_key.as_deref(),
-        args.privacy.insecure_default_key,
-    )?;
-    let data = args.enrich.sources().load()?;
-    let session = SessionConfig {
-        gap: args.session.session_gap,
-        max_lateness: args.session.max_lateness,
-        max_open_sessions: args.session.max_open_sessions,
-    };
-    Ok(Pipeline::new(
-        args.max_line_bytes,
-        session,
-        ActionEnricher::new(hasher, data),
-    ))
-}
-
 /// Does the ingest without printing the summary (used by `demo` and tests).
 pub async fn ingest(args: &IngestArgs) -> anyhow::Result<IngestReport> {
-    let pipeline = build_pipeline(args)?;
+    let (pipeline, _) = config::pipeline(args)?;
     let from_file = args
         .from_file
         .as_deref()

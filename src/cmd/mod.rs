@@ -20,21 +20,62 @@ pub mod vacuum;
 
 use std::path::{Path, PathBuf};
 
-use crate::table::{self, TableKind};
+/// How to run this same binary again, as a user would type it in the
+/// current directory: `pullstats` when that name on the PATH is this very
+/// file, else the binary's path (relative to the current directory when it
+/// is inside it, e.g. `target/release/pullstats` after `cargo run
+/// --release`), shell-quoted. Commands pullstats prints for the user to
+/// run start with it, so they run as printed.
+pub fn self_command() -> String {
+    let Ok(exe) = std::env::current_exe().and_then(std::fs::canonicalize) else {
+        return "pullstats".into();
+    };
+    if on_path("pullstats").is_some_and(|p| p == exe) {
+        return "pullstats".into();
+    }
+    let shown = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| std::fs::canonicalize(cwd).ok())
+        .and_then(|cwd| exe.strip_prefix(cwd).ok().map(Path::to_owned))
+        .unwrap_or(exe);
+    shell_quote(&shown.to_string_lossy())
+}
 
-/// The tables maintenance commands work on: the pulls table at `path`, and
-/// its rejected table when there is one.
-pub fn maintenance_tables(path: &Path) -> anyhow::Result<Vec<(PathBuf, TableKind)>> {
-    if !path.join("_delta_log").is_dir() {
-        anyhow::bail!(
-            "no pulls table at {} (run `pullstats ingest` first)",
-            path.display()
+/// The file `name` resolves to through `$PATH`, canonicalized.
+fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .and_then(|found| std::fs::canonicalize(found).ok())
+}
+
+/// `text` as one POSIX shell word.
+pub fn shell_quote(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text.chars().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | ':' | '=' | ',')
+        });
+    if plain {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_words_are_quoted_only_when_needed() {
+        assert_eq!(
+            shell_quote("target/release/pullstats"),
+            "target/release/pullstats"
         );
+        assert_eq!(shell_quote("/tmp/my demo/pulls"), "'/tmp/my demo/pulls'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote("$(rm -rf ~)"), "'$(rm -rf ~)'");
     }
-    let mut tables = vec![(path.to_owned(), TableKind::Pulls)];
-    let rejected = table::rejected_path(path);
-    if rejected.join("_delta_log").is_dir() {
-        tables.push((rejected, TableKind::Rejected));
-    }
-    Ok(tables)
 }

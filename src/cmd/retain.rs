@@ -6,7 +6,6 @@
 use anyhow::Context;
 
 use crate::cli::RetainArgs;
-use crate::cmd::maintenance_tables;
 use crate::table::maintenance;
 
 pub async fn run(args: RetainArgs) -> anyhow::Result<()> {
@@ -14,7 +13,7 @@ pub async fn run(args: RetainArgs) -> anyhow::Result<()> {
         .today
         .unwrap_or_else(|| chrono::Utc::now().date_naive());
     let first_kept = args.keep.first_kept_day(today);
-    for (path, kind) in maintenance_tables(&args.table)? {
+    for (path, kind) in maintenance::tables(&args.table)? {
         let r = maintenance::retain(&path, kind, first_kept, args.dry_run)
             .await
             .with_context(|| format!("retention of {} failed", path.display()))?;

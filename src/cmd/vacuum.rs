@@ -5,11 +5,10 @@
 use anyhow::Context;
 
 use crate::cli::VacuumArgs;
-use crate::cmd::maintenance_tables;
 use crate::table::maintenance;
 
 pub async fn run(args: VacuumArgs) -> anyhow::Result<()> {
-    for (path, kind) in maintenance_tables(&args.table)? {
+    for (path, kind) in maintenance::tables(&args.table)? {
         let r = maintenance::vacuum(&path, kind, args.retention, args.force, args.dry_run)
             .await
             .with_context(|| {

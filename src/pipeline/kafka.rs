@@ -178,25 +178,32 @@ pub fn producer_settings(settings: &[(String, String)]) -> Vec<(String, String)>
         .collect()
 }
 
+/// Each partition's next offset (`None`: nothing committed yet), and what
+/// else the resumer read.
+pub type Resumption<R> = (Vec<Option<i64>>, R);
+
 /// Where the daemon finds each partition's next offset (the table).
 pub trait Resumer: Send + Sync + 'static {
     /// What the consumer loop needs besides the offsets (e.g. table handles).
     type Resume: Send + 'static;
+    type Error: std::error::Error + Send + Sync + 'static;
     /// Next offsets of `partitions` (`None`: nothing committed yet).
-    fn resume(&self, partitions: &[i32]) -> anyhow::Result<(Vec<Option<i64>>, Self::Resume)>;
+    fn resume(&self, partitions: &[i32]) -> Result<Resumption<Self::Resume>, Self::Error>;
 }
 
 /// What happened in a rebalance, for the consumer loop to act on after poll.
-pub enum GroupEvent<R> {
+pub enum GroupEvent<R: Resumer> {
     /// Every earlier partition was taken away: drop uncommitted work.
     Revoked,
     /// These partitions now belong to this daemon, starting at these offsets.
     Assigned {
         partitions: Vec<(i32, Option<i64>)>,
-        resume: R,
+        resume: R::Resume,
     },
+    /// librdkafka refused the assignment: fatal.
+    AssignFailed(KafkaError),
     /// The table could not be read while assigning: fatal.
-    Failed(anyhow::Error),
+    ResumeFailed(R::Error),
 }
 
 /// The consumer's context: rebalances (see the module docs) and logs.
@@ -205,7 +212,7 @@ pub struct GroupContext<R: Resumer> {
     /// Where a partition with no committed offset starts.
     start: Offset,
     resumer: R,
-    events: Mutex<VecDeque<GroupEvent<R::Resume>>>,
+    events: Mutex<VecDeque<GroupEvent<R>>>,
     connectivity: Connectivity,
 }
 
@@ -221,7 +228,7 @@ impl<R: Resumer> GroupContext<R> {
     }
 
     /// Rebalance events since the last call, oldest first.
-    pub fn take_events(&self) -> Vec<GroupEvent<R::Resume>> {
+    pub fn take_events(&self) -> Vec<GroupEvent<R>> {
         match self.events.lock() {
             Ok(mut q) => q.drain(..).collect(),
             Err(poisoned) => poisoned.into_inner().drain(..).collect(),
@@ -236,7 +243,7 @@ impl<R: Resumer> GroupContext<R> {
         &self.resumer
     }
 
-    fn push(&self, event: GroupEvent<R::Resume>) {
+    fn push(&self, event: GroupEvent<R>) {
         match self.events.lock() {
             Ok(mut q) => q.push_back(event),
             Err(poisoned) => poisoned.into_inner().push_back(event),
@@ -258,9 +265,7 @@ impl<R: Resumer> GroupContext<R> {
                     }
                 }
                 if let Err(e) = consumer.assign(tpl) {
-                    self.push(GroupEvent::Failed(anyhow::anyhow!(
-                        "cannot take the assigned partitions: {e}"
-                    )));
+                    self.push(GroupEvent::AssignFailed(e));
                     return;
                 }
                 tracing::info!(partitions = ?partitions, offsets = ?offsets, "partitions assigned; resuming from the table");
@@ -271,9 +276,7 @@ impl<R: Resumer> GroupContext<R> {
             }
             Err(e) => {
                 let _ = consumer.unassign();
-                self.push(GroupEvent::Failed(e.context(
-                    "cannot read the table's offsets for the assigned partitions",
-                )));
+                self.push(GroupEvent::ResumeFailed(e));
             }
         }
     }

@@ -165,6 +165,11 @@ impl Pipeline {
         }
     }
 
+    /// Swaps in reloaded enrichment data: actions decided from now on use it.
+    pub fn replace_enrichment(&mut self, data: enrich::EnrichData) {
+        self.enricher.replace_data(data);
+    }
+
     pub fn stats(&self) -> IngestStats {
         let mut s = self.stats.clone();
         let (late, evicted) = self

@@ -35,10 +35,11 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde_json::json;
 
-use super::sessions::SESSIONS_DIR;
-use super::{delta, offset_app_id, state_app_id, table_url, txn_version};
+use super::{delta, table_url};
 use super::{TableError, TableKind, TableWriter};
 use crate::schema::PARTITION_COLUMN;
+
+pub use super::info::{info, DayInfo, PartitionProgress, TableInfo};
 
 /// Default size of compacted files: large enough for few files per day and
 /// good compression, small enough that a day's summary reads in parallel.
@@ -235,6 +236,49 @@ pub struct CompactReport {
     pub rows: u64,
     pub version: Option<u64>,
     pub attempts: u32,
+}
+
+impl std::fmt::Display for CompactReport {
+    /// One line per compacted day.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} files ({}) -> {} files ({}), {} rows, version {}",
+            self.day,
+            self.files_before,
+            mib(self.bytes_before),
+            self.files_after,
+            mib(self.bytes_after),
+            self.rows,
+            self.version.map_or("-".to_owned(), |v| v.to_string()),
+        )?;
+        if self.attempts > 1 {
+            write!(f, " ({} attempts)", self.attempts)?;
+        }
+        Ok(())
+    }
+}
+
+/// Bytes as MiB with one decimal, for reports.
+pub fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// The tables maintenance works on: the pulls table at `path`, and its
+/// rejected table when there is one.
+pub fn tables(path: &Path) -> Result<Vec<(PathBuf, TableKind)>, Box<TableError>> {
+    if !path.join("_delta_log").is_dir() {
+        return Err(Box::new(TableError::NotATable {
+            path: path.to_owned(),
+            kind: TableKind::Pulls.name(),
+        }));
+    }
+    let mut tables = vec![(path.to_owned(), TableKind::Pulls)];
+    let rejected = super::rejected_path(path);
+    if rejected.join("_delta_log").is_dir() {
+        tables.push((rejected, TableKind::Rejected));
+    }
+    Ok(tables)
 }
 
 /// Compacts the planned days of the table at `path`, one commit per day;
@@ -631,136 +675,6 @@ pub async fn open_version(
         });
     }
     Ok(table)
-}
-
-/// One Kafka partition's progress as the table records it.
-#[derive(Debug, Clone, Serialize)]
-pub struct PartitionProgress {
-    pub topic: String,
-    pub partition: i32,
-    pub next_offset: Option<i64>,
-    pub sessions_generation: Option<i64>,
-}
-
-/// One day's share of the table.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct DayInfo {
-    pub files: usize,
-    pub small_files: usize,
-    pub bytes: u64,
-    pub rows: u64,
-}
-
-/// What `pullstats info` reports about one table.
-#[derive(Debug, Clone, Serialize)]
-pub struct TableInfo {
-    pub table: PathBuf,
-    pub kind: &'static str,
-    pub version: u64,
-    pub last_commit_ms: Option<i64>,
-    pub last_operation: Option<String>,
-    pub last_checkpoint: Option<u64>,
-    pub files: usize,
-    pub small_files: usize,
-    pub bytes: u64,
-    pub rows: u64,
-    pub days: BTreeMap<String, DayInfo>,
-    pub kafka: Vec<PartitionProgress>,
-}
-
-/// Reads what [`TableInfo`] holds; small files are those compaction would
-/// rewrite at `target_bytes` (once their day is closed).
-pub async fn info(
-    path: &Path,
-    kind: TableKind,
-    target_bytes: u64,
-) -> Result<TableInfo, MaintenanceError> {
-    let table = super::open(path, kind).await?;
-    let files = data_files(path, &table)?;
-    let mut days: BTreeMap<String, DayInfo> = BTreeMap::new();
-    for f in &files {
-        let d = days.entry(f.day.clone()).or_default();
-        d.files += 1;
-        d.small_files += usize::from(is_small(f.bytes, target_bytes));
-        d.bytes += f.bytes;
-        d.rows += f.rows.unwrap_or(0);
-    }
-    // Only the small files compaction would rewrite count.
-    for d in days.values_mut() {
-        if d.small_files < MIN_SMALL_FILES {
-            d.small_files = 0;
-        }
-    }
-    let last = table
-        .history(Some(1))
-        .next()
-        .await
-        .transpose()
-        .ok()
-        .flatten();
-    Ok(TableInfo {
-        table: path.to_owned(),
-        kind: kind.name(),
-        version: table.version().unwrap_or(0),
-        last_commit_ms: last.as_ref().and_then(|c| c.timestamp),
-        last_operation: last.and_then(|c| c.operation),
-        last_checkpoint: last_checkpoint(path),
-        files: files.len(),
-        small_files: days.values().map(|d| d.small_files).sum(),
-        bytes: days.values().map(|d| d.bytes).sum(),
-        rows: days.values().map(|d| d.rows).sum(),
-        days,
-        kafka: kafka_progress(path, &table).await?,
-    })
-}
-
-/// The version of the newest checkpoint (`_delta_log/_last_checkpoint`).
-fn last_checkpoint(path: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string(path.join("_delta_log/_last_checkpoint")).ok()?;
-    serde_json::from_str::<serde_json::Value>(&text)
-        .ok()?
-        .get("version")?
-        .as_u64()
-}
-
-/// The Kafka partitions the daemon ever wrote into the table: those with a
-/// session-state directory, with what the table's offsets say.
-async fn kafka_progress(
-    path: &Path,
-    table: &DeltaTable,
-) -> Result<Vec<PartitionProgress>, MaintenanceError> {
-    let mut out = Vec::new();
-    let Ok(topics) = std::fs::read_dir(path.join(SESSIONS_DIR)) else {
-        return Ok(out);
-    };
-    let mut pairs: Vec<(String, i32)> = Vec::new();
-    for topic in topics.flatten() {
-        let name = topic.file_name().to_string_lossy().into_owned();
-        for part in std::fs::read_dir(topic.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            if let Ok(p) = part.file_name().to_string_lossy().parse::<i32>() {
-                pairs.push((name.clone(), p));
-            }
-        }
-    }
-    pairs.sort();
-    for (topic, partition) in pairs {
-        let txn = |id| txn_version(table, id);
-        out.push(PartitionProgress {
-            next_offset: txn(offset_app_id(&topic, partition))
-                .await
-                .map_err(delta(path))?,
-            sessions_generation: txn(state_app_id(&topic, partition))
-                .await
-                .map_err(delta(path))?,
-            topic,
-            partition,
-        });
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 //! land atomically with the data, and Delta's conflict check fences a
 //! writer that lost a partition (see [`TableError::is_conflict`]).
 
+mod info;
 pub mod maintenance;
 pub mod sessions;
 

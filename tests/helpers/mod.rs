@@ -195,3 +195,56 @@ pub fn assert_same_tables(got: &Path, want: &Path) {
         want.display()
     );
 }
+
+/// A GeoIP2-Country-schema MaxMind DB that places every IPv4 and IPv6
+/// address in `country`.
+pub fn country_mmdb(path: &Path, country: &'static str) {
+    use maxminddb_writer::{metadata::IpVersion, paths::IpAddrWithMask, Database};
+    #[derive(serde::Serialize)]
+    struct Iso {
+        iso_code: &'static str,
+    }
+    #[derive(serde::Serialize)]
+    struct Record {
+        country: Iso,
+    }
+    let mut db = Database::default();
+    db.metadata.ip_version = IpVersion::V6;
+    db.metadata.database_type = "GeoIP2-Country".into();
+    db.metadata.binary_format_major_version = 2;
+    let data = db
+        .insert_value(Record {
+            country: Iso { iso_code: country },
+        })
+        .expect("value");
+    for half in ["::", "8000::"] {
+        db.insert_node(IpAddrWithMask::new(half.parse().expect("ip"), 1), data);
+    }
+    db.write_to(std::fs::File::create(path).expect("create"))
+        .expect("write");
+}
+
+/// Fails the calling test with one line saying which tool is missing and
+/// how README's test command installs it (no panic message, no backtrace).
+pub fn missing_tool(line: &str) -> ! {
+    eprintln!("{line}");
+    std::panic::resume_unwind(Box::new(line.to_owned()))
+}
+
+/// The Python of the venv `.ci/test` makes (`PULLSTATS_VENV`), with the
+/// `deltalake` package.
+pub fn venv_python() -> PathBuf {
+    let Some(venv) = std::env::var_os("PULLSTATS_VENV") else {
+        missing_tool(
+            "this test needs the Python venv with deltalake that `bash .ci/test` makes (or set PULLSTATS_VENV)",
+        )
+    };
+    let python = PathBuf::from(venv).join("bin/python");
+    if !python.is_file() {
+        missing_tool(&format!(
+            "no Python at {}: run `bash .ci/test`, which makes the venv",
+            python.display()
+        ));
+    }
+    python
+}

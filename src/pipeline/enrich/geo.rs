@@ -133,13 +133,55 @@ impl std::fmt::Debug for GeoDb {
     }
 }
 
+thread_local! {
+    /// Set while [`quietly`] runs on this thread.
+    static QUIET_PANICS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, turning a panic into `Err` without the panic hook's report
+/// (message and backtrace on stderr) for panics of this thread meanwhile:
+/// a malformed file is reported by the caller as one clear error. Other
+/// threads' panics are reported as before.
+fn quietly<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if QUIET_PANICS.with(std::cell::Cell::get) {
+                tracing::debug!("caught: {info}");
+            } else {
+                report(info);
+            }
+        }));
+    });
+    QUIET_PANICS.with(|q| q.set(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET_PANICS.with(|q| q.set(false));
+    result
+}
+
 impl GeoDb {
     pub fn open(path: &Path) -> Result<Self, GeoError> {
+        let bytes = std::fs::read(path).map_err(|e| GeoError::Open {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        // The maxminddb crate (0.26) panics on some malformed files instead
+        // of returning an error, e.g. one cut off inside its metadata (a
+        // database caught mid-copy): that is a corrupt file, never a crash.
+        quietly(|| Self::from_bytes(path, bytes)).unwrap_or_else(|_| {
+            Err(GeoError::Corrupt {
+                path: path.to_owned(),
+                reason: "the MaxMind reader failed on it (truncated or corrupt)".into(),
+            })
+        })
+    }
+
+    fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Self, GeoError> {
         let open_error = |reason: String| GeoError::Open {
             path: path.to_owned(),
             reason,
         };
-        let bytes = std::fs::read(path).map_err(|e| open_error(e.to_string()))?;
         let meta = Reader::from_source(bytes.as_slice())
             .map_err(|e| open_error(e.to_string()))?
             .metadata;

@@ -67,8 +67,10 @@ impl Default for EnrichData {
     }
 }
 
-/// What the files looked like when loaded: path, modification time, size.
-pub type Fingerprint = Vec<(PathBuf, Option<SystemTime>, u64)>;
+/// What the files looked like when loaded: path, modification time, size,
+/// inode (a file renamed into place is a new inode even with the old time
+/// and size).
+pub type Fingerprint = Vec<(PathBuf, Option<SystemTime>, u64, u64)>;
 
 impl EnrichSources {
     pub fn load(&self) -> Result<EnrichData, EnrichError> {
@@ -100,11 +102,22 @@ impl EnrichSources {
             .map(|p| {
                 let meta = std::fs::metadata(&p).ok();
                 let modified = meta.as_ref().and_then(|m| m.modified().ok());
-                let len = meta.map_or(0, |m| m.len());
-                (p, modified, len)
+                let len = meta.as_ref().map_or(0, |m| m.len());
+                let inode = meta.as_ref().map_or(0, inode);
+                (p, modified, len, inode)
             })
             .collect()
     }
+}
+
+#[cfg(unix)]
+fn inode(meta: &std::fs::Metadata) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(meta)
+}
+
+#[cfg(not(unix))]
+fn inode(_: &std::fs::Metadata) -> u64 {
+    0
 }
 
 /// Keyed hash of client IPs: BLAKE3 keyed mode with a key derived from the

@@ -1,0 +1,52 @@
+//! `--auto-compact`: compaction beside the engine, in the same process.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::metrics::Metrics;
+use crate::table::maintenance::{self, CompactOptions, CompactReport, DaySelection};
+
+/// Every `interval`, compacts the closed days that no file reached for
+/// `interval` (both tables). Compaction commits change no data, so they
+/// never conflict with the epochs' appends. Runs until aborted; a
+/// compaction cut short commits nothing (its files are orphans that
+/// `pullstats vacuum` deletes).
+pub async fn auto_compact(
+    table: PathBuf,
+    interval: Duration,
+    target_bytes: u64,
+    metrics: Arc<Metrics>,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick is immediate
+    loop {
+        tick.tick().await;
+        let now = chrono::Utc::now();
+        let options = CompactOptions {
+            days: DaySelection::Closed,
+            target_bytes,
+            today: now.date_naive(),
+            quiet_for: Some(interval),
+            now_ms: now.timestamp_millis(),
+        };
+        let tables = match maintenance::tables(&table) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!("auto-compaction skipped: {e}");
+                continue;
+            }
+        };
+        for (path, kind) in tables {
+            let mut done = |r: &CompactReport| {
+                metrics.compacted_days.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(table = %path.display(), "compacted {r}");
+            };
+            if let Err(e) = maintenance::compact(&path, kind, &options, &mut done).await {
+                tracing::warn!(table = %path.display(), "auto-compaction failed: {e}; trying again in {interval:?}");
+            }
+        }
+    }
+}
