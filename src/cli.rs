@@ -68,6 +68,24 @@ pub enum Command {
     Vacuum(VacuumArgs),
     /// Versions, files, sizes, days, rows and Kafka offsets of the table.
     Info(InfoArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+    /// Write man pages: pullstats.1 and one per subcommand.
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell, e.g. `pullstats completions bash > /etc/bash_completion.d/pullstats`.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Directory to write the pages into (created if missing).
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

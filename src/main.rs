@@ -45,6 +45,8 @@ fn main() -> ExitCode {
             Command::Retain(args) => cmd::retain::run(args).await,
             Command::Vacuum(args) => cmd::vacuum::run(args).await,
             Command::Info(args) => cmd::info::run(args).await,
+            Command::Completions(args) => cmd::completions::run(args),
+            Command::Man(args) => cmd::man::run(args),
         }
     });
     match result {

@@ -4,6 +4,7 @@ mod export;
 mod helpers;
 mod kafka;
 mod maintenance;
+mod packaging;
 
 use std::collections::HashMap;
 

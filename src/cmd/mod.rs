@@ -3,12 +3,14 @@
 //! modules.
 
 pub mod compact;
+pub mod completions;
 pub mod daemon;
 pub mod demo;
 pub mod export;
 pub mod gen;
 pub mod info;
 pub mod ingest;
+pub mod man;
 pub mod produce;
 pub mod query;
 pub mod read_file;

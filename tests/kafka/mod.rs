@@ -39,6 +39,35 @@ fn daemon_table_equals_file_ingest_and_stops_cleanly() {
     assert_same_tables(&table, &reference(dir.path(), &events));
 }
 
+/// The dashboard and the alert rules query only series a running daemon
+/// really exports.
+#[test]
+fn the_dashboard_and_alerts_query_exported_metrics() {
+    let dir = test_dir();
+    let broker = Broker::memory(dir.path());
+    let (_, ends) = generated_topic(dir.path(), &broker, 1, 2_000, 5);
+    let table = dir.path().join("pulls");
+    let d = daemon(&broker, "events", "g-metrics", &table, &[]);
+    wait_done(&table, "events", &ends, Duration::from_secs(120));
+    let metrics = d.metrics();
+    // Series, and families declared before they have a series (the lag
+    // appears once measured).
+    let exported: Vec<&str> = metrics
+        .lines()
+        .filter_map(|l| match l.strip_prefix("# TYPE ") {
+            Some(declared) => declared.split(' ').next(),
+            None if l.starts_with('#') => None,
+            None => l.split(['{', ' ']).next(),
+        })
+        .collect();
+    for (file, name) in crate::packaging::queried_metrics() {
+        assert!(
+            exported.contains(&name.as_str()),
+            "{file} queries {name}, which the daemon does not export: {metrics}"
+        );
+    }
+}
+
 #[test]
 fn auto_compact_rewrites_quiet_days_beside_the_daemon() {
     let dir = test_dir();

@@ -1,0 +1,202 @@
+//! What an operator installs beside the binary, each checked by the tool
+//! that consumes it: shell completions (bash drives them), man pages
+//! (`man -l` renders them without warnings), the systemd units
+//! (`systemd-analyze verify`), the alert rules (`promtool check rules` and
+//! `promtool test rules`). The dashboard is checked against a running
+//! daemon's metrics in `kafka/`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::helpers::*;
+
+fn packaging() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging")
+}
+
+/// `tool` on the PATH, or a one-line failure naming what installs it.
+pub fn tool(name: &str, package: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            missing_tool(&format!(
+                "this test needs `{name}` (Debian package {package}); `bash .ci/test` installs it"
+            ))
+        })
+}
+
+fn output_ok(cmd: &mut Command) -> (String, String) {
+    let out = cmd.output().expect("spawn");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "{cmd:?} failed: {stdout}{stderr}");
+    (stdout, stderr)
+}
+
+#[test]
+fn bash_completes_subcommands_and_flags() {
+    let bash = tool("bash", "bash");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("pullstats.bash");
+    std::fs::write(&script, run_ok(pullstats().args(["completions", "bash"]))).expect("write");
+    // Completes as bash's `complete -F` would call it: words, cursor, then
+    // the function clap_complete registered for `pullstats`.
+    let complete = |words: &str, cword: usize| {
+        let program = format!(
+            "set -e; source {}; COMP_WORDS=({words}); COMP_CWORD={cword}; \
+             COMP_LINE=\"{words}\"; COMP_POINT=${{#COMP_LINE}}; \
+             fn=$(complete -p pullstats | sed -E 's/.*-F ([^ ]+).*/\\1/'); \
+             \"$fn\" pullstats \"${{COMP_WORDS[$COMP_CWORD]}}\" \"${{COMP_WORDS[$COMP_CWORD-1]}}\"; \
+             printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            script.display()
+        );
+        output_ok(Command::new(&bash).args(["-c", &program])).0
+    };
+    let subcommands = complete("pullstats ing", 1);
+    assert!(subcommands.lines().any(|l| l == "ingest"), "{subcommands}");
+    let flags = complete("pullstats ingest --reload", 2);
+    assert!(flags.lines().any(|l| l == "--reload-interval"), "{flags}");
+    for shell in ["zsh", "fish"] {
+        let script = run_ok(pullstats().args(["completions", shell]));
+        assert!(
+            script.contains("ingest") && script.len() > 1000,
+            "{shell}: {script}"
+        );
+    }
+}
+
+#[test]
+fn man_pages_render_without_warnings() {
+    let man = tool("man", "man-db");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listed = run_ok(pullstats().arg("man").arg("--dir").arg(dir.path()));
+    let pages: Vec<&str> = listed.lines().collect();
+    for page in [
+        "pullstats.1",
+        "pullstats-ingest.1",
+        "pullstats-export.1",
+        "pullstats-man.1",
+    ] {
+        assert!(
+            pages.iter().any(|p| p.ends_with(page)),
+            "{page} in {listed}"
+        );
+    }
+    for page in &pages {
+        let out = Command::new(&man)
+            .args(["--warnings", "-l", page])
+            .env("MANWIDTH", "80")
+            .env("MAN_KEEP_FORMATTING", "0")
+            .output()
+            .expect("man");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stderr.trim().is_empty(),
+            "{page}: {stderr}"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("pullstats"),
+            "{page} renders"
+        );
+    }
+}
+
+#[test]
+fn systemd_accepts_the_units() {
+    let analyze = tool("systemd-analyze", "systemd");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The units name the installed binary and its man pages; here they are
+    // the binary under test and pages generated from it.
+    let man = dir.path().join("man/man1");
+    run_ok(pullstats().arg("man").arg("--dir").arg(&man));
+    let units = packaging().join("systemd");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&units).expect("packaging/systemd") {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        if name.ends_with(".service") || name.ends_with(".timer") {
+            let text = std::fs::read_to_string(&path).expect("read");
+            assert!(text.contains("/usr/local/bin/pullstats") || name.ends_with(".timer"));
+            std::fs::write(
+                dir.path().join(&name),
+                text.replace("/usr/local/bin/pullstats", BIN),
+            )
+            .expect("write");
+            names.push(name);
+        }
+    }
+    assert!(names.len() >= 3, "{names:?}");
+    let ingest = std::fs::read_to_string(units.join("pullstats-ingest.service")).expect("unit");
+    for setting in [
+        "Restart=on-failure",
+        "KillSignal=SIGTERM",
+        "DynamicUser=yes",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "PrivateTmp=yes",
+        "ProtectHome=yes",
+        "RestrictAddressFamilies=",
+        "EnvironmentFile=",
+    ] {
+        assert!(ingest.contains(setting), "the daemon's unit sets {setting}");
+    }
+    let (stdout, stderr) = output_ok(
+        Command::new(analyze)
+            .arg("verify")
+            .args(names.iter().map(|n| dir.path().join(n)))
+            .env("MANPATH", dir.path().join("man")),
+    );
+    assert!(
+        stdout.trim().is_empty() && stderr.trim().is_empty(),
+        "{stdout}{stderr}"
+    );
+}
+
+#[test]
+fn the_alert_rules_check_and_pass_their_tests() {
+    let promtool = tool("promtool", "prometheus");
+    let rules = packaging().join("prometheus");
+    output_ok(
+        Command::new(&promtool)
+            .args(["check", "rules", "pullstats-alerts.yml"])
+            .current_dir(&rules),
+    );
+    let (stdout, _) = output_ok(
+        Command::new(&promtool)
+            .args(["test", "rules", "pullstats-alerts.test.yml"])
+            .current_dir(&rules),
+    );
+    assert!(stdout.contains("SUCCESS"), "{stdout}");
+}
+
+/// Every `pullstats_…` series the dashboard and the alert rules query.
+pub fn queried_metrics() -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    for file in [
+        "grafana/pullstats-daemon.json",
+        "prometheus/pullstats-alerts.yml",
+    ] {
+        let text = std::fs::read_to_string(packaging().join(file)).expect(file);
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("pullstats_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            found.push((file.to_owned(), name));
+        }
+    }
+    found.sort();
+    found.dedup();
+    assert!(found.len() > 10, "{found:?}");
+    found
+}
