@@ -68,6 +68,10 @@ pub struct RequestEvent {
     pub user_agent: Arc<str>,
     pub owner: Option<Arc<str>>,
     pub kind: RequestKind,
+    /// The event's id, when the input carries one (registry notifications
+    /// do): a repeated id is a resent event (see [`crate::pipeline::dedup`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Box<str>>,
 }
 
 impl RequestEvent {

@@ -80,10 +80,14 @@ struct Line<'a> {
     owner: Option<Cow<'a, str>>,
     #[serde(borrow)]
     media_type: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
 struct EnvelopeEvent<'a> {
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
     #[serde(borrow)]
     timestamp: Option<Cow<'a, str>>,
     #[serde(borrow)]
@@ -195,6 +199,7 @@ impl Decoder {
             user_agent: l.user_agent.as_deref().unwrap_or(""),
             owner: l.owner.as_deref(),
             kind,
+            id: l.id.as_deref(),
         })
     }
 
@@ -268,6 +273,7 @@ impl Decoder {
             user_agent: request.useragent.as_deref().unwrap_or(""),
             owner: None,
             kind,
+            id: ev.id.as_deref(),
         })
     }
 
@@ -304,6 +310,7 @@ impl Decoder {
             user_agent: self.intern(f.user_agent),
             owner: f.owner.filter(|o| !o.is_empty()).map(|o| self.intern(o)),
             kind: f.kind,
+            id: f.id.filter(|i| !i.is_empty()).map(Box::from),
         })
     }
 
@@ -331,6 +338,7 @@ struct Fields<'a> {
     user_agent: &'a str,
     owner: Option<&'a str>,
     kind: RequestKind,
+    id: Option<&'a str>,
 }
 
 /// `ns/repo` → (`ns`, `repo`), split on the first `/` (spec §1). A path

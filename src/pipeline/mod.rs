@@ -18,6 +18,7 @@
 
 pub mod dead_letter;
 pub mod decode;
+pub mod dedup;
 pub mod enrich;
 pub mod kafka;
 pub mod sessionize;
@@ -70,6 +71,8 @@ pub struct IngestStats {
     pub bad: u64,
     pub late: u64,
     pub evicted_sessions: u64,
+    /// Events dropped because their id was seen already (a resent notification).
+    pub duplicates: u64,
 }
 
 impl IngestStats {
@@ -104,7 +107,11 @@ impl IngestStats {
             self.skipped_not_pull,
             self.bad,
             self.late,
-        )
+        ) + &if self.duplicates > 0 {
+            format!(", repeated event ids {}", self.duplicates)
+        } else {
+            String::new()
+        }
     }
 }
 
@@ -334,6 +341,10 @@ impl Pipeline {
             .entry(lane)
             .or_insert_with(|| Sessionizer::new(session));
         for event in events.drain(..) {
+            if !sessionizer.first_time(&event) {
+                self.stats.duplicates += 1;
+                continue;
+            }
             self.stats.requests += 1;
             let reason = match event.kind {
                 RequestKind::Blob => {

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::dedup::{SeenId, SeenIds};
 use crate::event::{Action, ActionKind, Method, Micros, RequestEvent};
 
 /// Default gap between the requests of one pull. Real clients send the
@@ -220,6 +221,9 @@ pub struct SessionizerState {
     pending: Vec<(u64, RequestEvent)>,
     open: Vec<OpenSession>,
     stats: SessionStats,
+    /// Event ids recently seen (absent from states saved before 0.2).
+    #[serde(default)]
+    seen: Vec<SeenId>,
 }
 
 impl SessionizerState {
@@ -242,6 +246,7 @@ pub struct Sessionizer {
     /// are stale and skipped when popped.
     by_activity: BinaryHeap<Reverse<(Micros, SessionKey)>>,
     stats: SessionStats,
+    seen: SeenIds,
 }
 
 fn micros(d: Duration) -> Micros {
@@ -260,6 +265,7 @@ impl Sessionizer {
             open: foldhash::HashMap::default(),
             by_activity: BinaryHeap::new(),
             stats: SessionStats::default(),
+            seen: SeenIds::default(),
         }
     }
 
@@ -269,6 +275,7 @@ impl Sessionizer {
         s.max_seen = state.max_seen;
         s.seq = state.seq;
         s.stats = state.stats;
+        s.seen = SeenIds::restore(state.seen);
         s.pending = state
             .pending
             .into_iter()
@@ -303,7 +310,20 @@ impl Sessionizer {
             pending,
             open,
             stats: self.stats,
+            seen: self.seen.snapshot(),
         }
+    }
+
+    /// Whether `event` is new: false for a repeated event id within the
+    /// dedup window (see [`super::dedup`]). Events without an id are new.
+    pub fn first_time(&mut self, event: &RequestEvent) -> bool {
+        let Some(id) = event.id.as_deref() else {
+            return true;
+        };
+        let forget_before = self
+            .watermark()
+            .map(|w| w.saturating_sub(self.max_lateness));
+        self.seen.first_time(id, event.timestamp, forget_before)
     }
 
     pub fn stats(&self) -> SessionStats {

@@ -63,6 +63,7 @@ fn req_from(
         user_agent: Arc::from(ua),
         owner: None,
         kind: RequestKind::Manifest,
+        id: None,
     }
 }
 
@@ -461,4 +462,23 @@ proptest! {
         second.finish(&mut out);
         prop_assert_eq!(normalized(out), normalized(whole));
     }
+}
+
+#[test]
+fn a_resent_event_id_is_recognised_after_a_restart_within_the_window() {
+    let config = SessionConfig::default();
+    let mut s = Sessionizer::new(config);
+    let mut e = req(0, "HEAD", "latest", 1);
+    e.id = Some("ev-1".into());
+    assert!(s.first_time(&e));
+    assert!(!s.first_time(&e));
+    let mut s = Sessionizer::restore(config, s.snapshot());
+    assert!(!s.first_time(&e), "the saved state remembers the id");
+    // Far past the window the id is forgotten (only memory is bounded).
+    let mut later = req(120_000, "HEAD", "latest", 1);
+    later.id = Some("ev-2".into());
+    let mut out = Vec::new();
+    s.push(later.clone(), &mut out);
+    assert!(s.first_time(&later));
+    assert!(s.first_time(&e));
 }

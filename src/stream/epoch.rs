@@ -56,7 +56,10 @@ impl<S: Source> Engine<S> {
                 })?;
             pulls_txns.push(txn(offset_app_id(&topic, p), next));
             pulls_txns.push(txn(state_app_id(&topic, p), generation));
-            rejected_txns.push(txn(offset_app_id(&topic, p), next));
+            // The rejected table's offset never goes back: a commit in the
+            // middle of a replay (after a crash between the two tables'
+            // commits) must not forget that the rest was counted already.
+            rejected_txns.push(txn(offset_app_id(&topic, p), next.max(held.counted_from)));
             cut.insert(p, (next, generation));
         }
         let metadata = HashMap::from([(
