@@ -72,6 +72,98 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Write man pages: pullstats.1 and one per subcommand.
     Man(ManArgs),
+    /// The HTTP front door: receive a registry's notifications (into Kafka
+    /// with --brokers, else straight into the table).
+    Serve(ServeArgs),
+    /// Manage the tokens file of `pullstats serve`.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Append a token to the file and print its new secret (once: only its
+    /// SHA-256 is stored).
+    Create(TokenCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    /// The tokens file (created, mode 0600, when missing).
+    #[arg(long, env = "PULLSTATS_TOKENS")]
+    pub tokens: PathBuf,
+    /// The token's name (letters, digits, `.`, `_`, `-`): in logs, never the secret.
+    #[arg(long)]
+    pub name: String,
+    /// What the token may do (repeatable): receive (POST /notifications),
+    /// read (the analytics API and dashboard).
+    #[arg(long = "role", value_enum, required = true)]
+    pub roles: Vec<crate::serve::tokens::Role>,
+    /// A namespace a read token may see (repeatable), or `*` for all.
+    #[arg(long = "namespace")]
+    pub namespaces: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The pulls table directory (direct mode writes it; created if missing).
+    #[arg(long, env = "PULLSTATS_TABLE")]
+    pub table: PathBuf,
+    /// Address to listen on. Loopback by default: put TLS and any public
+    /// exposure in a reverse proxy.
+    #[arg(long, env = "PULLSTATS_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The tokens file (TOML; see `pullstats token create`), re-read when it changes.
+    #[arg(long, env = "PULLSTATS_TOKENS")]
+    pub tokens: PathBuf,
+    /// Forward mode: Kafka bootstrap servers; each manifest event becomes a
+    /// message of --topic for `pullstats ingest --brokers`.
+    #[arg(long, env = "PULLSTATS_BROKERS", requires = "topic")]
+    pub brokers: Option<String>,
+    /// Forward mode: the topic to produce to.
+    #[arg(long, env = "PULLSTATS_TOPIC", requires = "brokers")]
+    pub topic: Option<String>,
+    /// Forward mode: dead-letter topic; default `<topic>.dlq`.
+    #[arg(long, env = "PULLSTATS_DLQ_TOPIC", requires = "brokers")]
+    pub dlq_topic: Option<String>,
+    /// Forward mode: a librdkafka producer setting, key=value (repeatable).
+    #[arg(short = 'X', long = "kafka-setting", env = "PULLSTATS_KAFKA_SETTINGS", value_delimiter = ',', value_parser = parse_setting)]
+    pub settings: Vec<(String, String)>,
+    /// How long an envelope may wait for Kafka's confirmation (forward) or
+    /// for its commit (direct) before it is answered 503 (and retried).
+    #[arg(long, env = "PULLSTATS_FORWARD_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub forward_timeout: Duration,
+    /// Longest accepted body; a longer one is dead-lettered (its first
+    /// bytes) and answered 202, and read no further.
+    #[arg(long, env = "PULLSTATS_MAX_BODY_BYTES", default_value = "8MiB", value_parser = parse_bytes)]
+    pub max_body_bytes: u64,
+    /// A client must send a request's headers within this, and its body within this after.
+    #[arg(long, env = "PULLSTATS_CLIENT_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub client_timeout: Duration,
+    /// Connections open at once; more wait in the listen backlog.
+    #[arg(long, env = "PULLSTATS_MAX_CONNECTIONS", default_value_t = 512)]
+    pub max_connections: usize,
+    /// Direct mode: dead-letter file; default `<table>.dead-letter.jsonl`.
+    #[arg(long, env = "PULLSTATS_DEAD_LETTER", conflicts_with = "brokers")]
+    pub dead_letter: Option<PathBuf>,
+    /// Direct mode: commit at least this often (sooner when envelopes wait
+    /// and nothing more is queued: group commit).
+    #[arg(long, env = "PULLSTATS_FLUSH_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub flush_interval: Duration,
+    /// Direct mode: close the open sessions once no notification came for this long.
+    #[arg(long, env = "PULLSTATS_IDLE_CLOSE", default_value = "60s", value_parser = parse_duration)]
+    pub idle_close: Duration,
+    /// On SIGTERM, give in-flight envelopes and the final commit this long.
+    #[arg(long, env = "PULLSTATS_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+    #[command(flatten)]
+    pub session: SessionArgs,
+    #[command(flatten)]
+    pub enrich: EnrichArgs,
+    #[command(flatten)]
+    pub privacy: PrivacyArgs,
+    #[command(flatten)]
+    pub reload: ReloadArgs,
 }
 
 #[derive(Debug, Args)]

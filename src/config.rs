@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::cli::IngestArgs;
+use crate::cli::{EnrichArgs, IngestArgs, PrivacyArgs, SessionArgs};
 use crate::pipeline::enrich::{
     ActionEnricher, EnrichError, Fingerprint, IpHasher, INSECURE_DEFAULT_KEY,
 };
@@ -299,21 +299,33 @@ pub fn ip_hasher(key: Option<&str>, insecure_default: bool) -> Result<IpHasher, 
 /// (the file ingest and the engine), and the fingerprint of the enrichment
 /// files as they were just before they were loaded (for reloads).
 pub fn pipeline(args: &IngestArgs) -> Result<(Pipeline, Fingerprint), ConfigError> {
-    let hasher = ip_hasher(
-        args.privacy.ip_hash_key.as_deref(),
-        args.privacy.insecure_default_key,
-    )?;
-    let sources = args.enrich.sources();
+    pipeline_from(
+        &args.session,
+        &args.enrich,
+        &args.privacy,
+        args.max_line_bytes,
+    )
+}
+
+/// The pipeline of any ingesting command, from its shared flags.
+pub fn pipeline_from(
+    session: &SessionArgs,
+    enrich: &EnrichArgs,
+    privacy: &PrivacyArgs,
+    max_line_bytes: usize,
+) -> Result<(Pipeline, Fingerprint), ConfigError> {
+    let hasher = ip_hasher(privacy.ip_hash_key.as_deref(), privacy.insecure_default_key)?;
+    let sources = enrich.sources();
     let fingerprint = sources.fingerprint();
     let data = sources.load()?;
     let session = SessionConfig {
-        gap: args.session.session_gap,
-        max_lateness: args.session.max_lateness,
-        max_open_sessions: args.session.max_open_sessions,
+        gap: session.session_gap,
+        max_lateness: session.max_lateness,
+        max_open_sessions: session.max_open_sessions,
     };
     let enricher = ActionEnricher::new(hasher, data);
     Ok((
-        Pipeline::new(args.max_line_bytes, session, enricher),
+        Pipeline::new(max_line_bytes, session, enricher),
         fingerprint,
     ))
 }

@@ -47,6 +47,8 @@ fn main() -> ExitCode {
             Command::Info(args) => cmd::info::run(args).await,
             Command::Completions(args) => cmd::completions::run(args),
             Command::Man(args) => cmd::man::run(args),
+            Command::Serve(args) => cmd::serve::run(args).await,
+            Command::Token(cmd) => cmd::token::run(cmd),
         }
     });
     match result {

@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 /// Upper bounds (seconds) of the commit latency histogram.
@@ -40,24 +39,66 @@ pub struct Metrics {
     lag: Mutex<BTreeMap<i32, i64>>,
 }
 
-#[derive(Debug, Default)]
-struct Histogram {
-    counts: [u64; COMMIT_BUCKETS_S.len()],
+/// A Prometheus histogram over fixed bucket bounds (seconds).
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<u64>,
     count: u64,
     sum: f64,
 }
 
+impl Histogram {
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            counts: vec![0; bounds.len()],
+            count: 0,
+            sum: 0.0,
+        }
+    }
+
+    pub fn observe(&mut self, took: Duration) {
+        let s = took.as_secs_f64();
+        for (n, bound) in self.counts.iter_mut().zip(self.bounds) {
+            if s <= *bound {
+                *n += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += s;
+    }
+
+    /// The series of `name` (whose HELP and TYPE lines the caller wrote),
+    /// with `labels` (`key="value",…` or empty) on every line.
+    pub fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (bound, n) in self.bounds.iter().zip(&self.counts) {
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {n}");
+        }
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}\n{name}_sum{braces} {}\n{name}_count{braces} {}",
+            self.count, self.sum, self.count
+        );
+    }
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self::new(&COMMIT_BUCKETS_S)
+    }
+}
+
 impl Metrics {
     pub fn observe_commit(&self, took: Duration) {
-        let s = took.as_secs_f64();
         if let Ok(mut h) = self.commit_latency.lock() {
-            for (i, bound) in COMMIT_BUCKETS_S.iter().enumerate() {
-                if s <= *bound {
-                    h.counts[i] += 1;
-                }
-            }
-            h.count += 1;
-            h.sum += s;
+            h.observe(took);
         }
     }
 
@@ -172,14 +213,7 @@ impl Metrics {
                 out,
                 "# HELP {name} Latency of a Delta commit (both tables)\n# TYPE {name} histogram"
             );
-            for (bound, n) in COMMIT_BUCKETS_S.iter().zip(h.counts) {
-                let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {n}");
-            }
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{le=\"+Inf\"}} {}\n{name}_sum {}\n{name}_count {}",
-                h.count, h.sum, h.count
-            );
+            h.render(&mut out, name, "");
         }
         if let Ok(lag) = self.lag.lock() {
             let name = "pullstats_consumer_lag";
@@ -201,37 +235,35 @@ pub async fn serve(
     metrics: Arc<Metrics>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = TcpListener::bind(addr).await?;
-    tracing::info!(addr = %listener.local_addr()?, "metrics at http://{}/metrics", listener.local_addr()?);
-    Ok(tokio::spawn(async move {
-        loop {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                continue;
-            };
+    let local = listener.local_addr()?;
+    tracing::info!(addr = %local, "metrics at http://{local}/metrics");
+    let router = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
             let metrics = metrics.clone();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                let n = match tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buf))
-                    .await
-                {
-                    Ok(Ok(n)) => n,
-                    _ => return,
-                };
-                let request = String::from_utf8_lossy(&buf[..n]);
-                let response = if request.starts_with("GET /metrics") {
-                    let body = metrics.render();
-                    format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    )
-                } else {
-                    "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                        .to_owned()
-                };
-                let _ = socket.write_all(response.as_bytes()).await;
-                let _ = socket.shutdown().await;
-            });
-        }
+            async move { prometheus_text(metrics.render()) }
+        }),
+    );
+    Ok(tokio::spawn(async move {
+        crate::http::serve(
+            listener,
+            router,
+            crate::http::Limits::default(),
+            std::future::pending(),
+        )
+        .await;
     }))
+}
+
+/// A `/metrics` answer: the text exposition format's content type.
+pub fn prometheus_text(body: String) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        body,
+    )
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ mod helpers;
 mod kafka;
 mod maintenance;
 mod packaging;
+mod serve;
 
 use std::collections::HashMap;
 

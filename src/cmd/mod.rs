@@ -16,8 +16,10 @@ pub mod query;
 pub mod read_file;
 pub mod read_topic;
 pub mod retain;
+pub mod serve;
 pub mod shell;
 pub mod sql;
+pub mod token;
 pub mod vacuum;
 
 use std::path::{Path, PathBuf};

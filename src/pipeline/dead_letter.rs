@@ -16,8 +16,17 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Position {
-    Line { line: u64 },
-    Kafka { partition: i32, offset: i64 },
+    Line {
+        line: u64,
+    },
+    Kafka {
+        partition: i32,
+        offset: i64,
+    },
+    /// The n-th request `pullstats serve` received since it started.
+    Http {
+        request: u64,
+    },
 }
 
 impl std::fmt::Display for Position {
@@ -27,6 +36,7 @@ impl std::fmt::Display for Position {
             Position::Kafka { partition, offset } => {
                 write!(f, "partition {partition} offset {offset}")
             }
+            Position::Http { request } => write!(f, "request {request}"),
         }
     }
 }

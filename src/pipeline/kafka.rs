@@ -500,6 +500,7 @@ impl DeadLetterSink for KafkaDeadLetters {
         let (partition, offset) = match letter.position {
             Position::Kafka { partition, offset } => (partition.to_string(), offset.to_string()),
             Position::Line { line } => (String::new(), line.to_string()),
+            Position::Http { request } => (String::new(), request.to_string()),
         };
         let headers = OwnedHeaders::new()
             .insert(Header {

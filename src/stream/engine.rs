@@ -159,7 +159,7 @@ impl<S: Source> Engine<S> {
                     self.update_lag();
                 }
             }
-            if self.epoch_due() {
+            if self.epoch_due() || self.source.commit_now() {
                 self.commit_epoch()?;
             }
         }

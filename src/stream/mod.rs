@@ -29,6 +29,7 @@ mod compact;
 mod engine;
 mod epoch;
 pub mod kafka;
+pub mod queue;
 pub mod reload;
 mod resume;
 pub mod source;

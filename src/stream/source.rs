@@ -60,4 +60,10 @@ pub trait Source {
     /// The tables committed these next offsets; `last`: the final commit
     /// before exit (wait until the source has recorded them).
     fn committed(&mut self, next: &BTreeMap<Lane, i64>, last: bool);
+
+    /// Whether to end the epoch now rather than at the configured bounds
+    /// (someone waits for a commit and nothing more is queued).
+    fn commit_now(&self) -> bool {
+        false
+    }
 }

@@ -13,7 +13,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 
-mod harness;
+pub mod harness;
 mod reload;
 
 use crate::helpers::*;

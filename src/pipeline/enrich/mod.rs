@@ -97,17 +97,22 @@ impl EnrichSources {
             }
         }
         files.sort();
-        files
-            .into_iter()
-            .map(|p| {
-                let meta = std::fs::metadata(&p).ok();
-                let modified = meta.as_ref().and_then(|m| m.modified().ok());
-                let len = meta.as_ref().map_or(0, |m| m.len());
-                let inode = meta.as_ref().map_or(0, inode);
-                (p, modified, len, inode)
-            })
-            .collect()
+        fingerprint_files(files)
     }
+}
+
+/// The current state of `files` (in the order given).
+pub fn fingerprint_files(files: Vec<PathBuf>) -> Fingerprint {
+    files
+        .into_iter()
+        .map(|p| {
+            let meta = std::fs::metadata(&p).ok();
+            let modified = meta.as_ref().and_then(|m| m.modified().ok());
+            let len = meta.as_ref().map_or(0, |m| m.len());
+            let inode = meta.as_ref().map_or(0, inode);
+            (p, modified, len, inode)
+        })
+        .collect()
 }
 
 #[cfg(unix)]

@@ -1,0 +1,214 @@
+//! `pullstats serve`: flags become the tokens, the mode (a Kafka producer,
+//! or the streaming engine over a queue), the dead-letter sink and the HTTP
+//! server; the receiver itself is [`crate::serve`].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+use crate::cli::ServeArgs;
+use crate::config;
+use crate::metrics::Metrics;
+use crate::pipeline::dead_letter::FileDeadLetters;
+use crate::pipeline::kafka::{self, KafkaDeadLetters};
+use crate::serve::forward::Forwarder;
+use crate::serve::tokens::Tokens;
+use crate::serve::{self, App, Mode, SharedDeadLetters};
+use crate::stream::queue;
+use crate::stream::reload::{self, Reloader};
+use crate::stream::{self, EngineParts, Signals, StreamConfig, TableResumer, Tables};
+use crate::table::sessions::SessionStore;
+use crate::table::{self, TableKind, TableWriter};
+
+/// The name of direct mode's stream in the table's application ids and
+/// state paths (as a Kafka topic's would be).
+pub const DIRECT_STREAM: &str = "notifications";
+/// How often the tokens file is checked for changes.
+const TOKENS_CHECK: Duration = Duration::from_secs(2);
+/// Envelopes waiting for the engine at most (beyond: 503).
+const QUEUE_CAPACITY: usize = 4096;
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let tokens = Arc::new(Tokens::load(&args.tokens)?);
+    let _tokens_watch = tokens.watch(TOKENS_CHECK);
+    let max_body = usize::try_from(args.max_body_bytes).context("--max-body-bytes is too large")?;
+    let signals = Signals::install();
+    let draining = Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+
+    let (app, engine) = match (&args.brokers, &args.topic) {
+        (Some(brokers), Some(topic)) => (
+            forward_app(&args, brokers, topic, tokens, &draining, max_body)?,
+            None,
+        ),
+        _ => {
+            let (app, engine) = direct_app(&args, tokens, &draining, &signals, max_body).await?;
+            (app, Some(engine))
+        }
+    };
+    let app = Arc::new(app);
+    let router = serve::router(app.clone(), args.client_timeout);
+    let limits = crate::http::Limits {
+        max_connections: args.max_connections,
+        header_timeout: args.client_timeout,
+        drain_timeout: args.shutdown_timeout,
+    };
+    let local = listener.local_addr()?;
+    tracing::info!(addr = %local, table = %args.table.display(), mode = if engine.is_some() { "direct" } else { "forward" },
+        "receiving notifications at http://{local}/notifications");
+    let stop = signals.stop.clone();
+    let shutdown = {
+        let draining = draining.clone();
+        async move {
+            while !stop.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            draining.store(true, Ordering::SeqCst);
+            tracing::info!("shutting down: new envelopes get 503; finishing those in flight");
+        }
+    };
+    crate::http::serve(listener, router, limits, shutdown).await;
+    match (engine, &app.mode) {
+        (Some(engine), _) => {
+            let result = engine.await.context("the engine task failed")?;
+            result.context("the table writer failed")?;
+        }
+        (None, Mode::Forward(f)) => f.flush(args.shutdown_timeout),
+        (None, Mode::Direct { .. }) => {}
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn forward_app(
+    args: &ServeArgs,
+    brokers: &str,
+    topic: &str,
+    tokens: Arc<Tokens>,
+    draining: &Arc<AtomicBool>,
+    max_body: usize,
+) -> anyhow::Result<App> {
+    stream::check_topic(topic)?;
+    let dlq_topic = args
+        .dlq_topic
+        .clone()
+        .unwrap_or_else(|| format!("{topic}.dlq"));
+    stream::check_topic(&dlq_topic)?;
+    let config = kafka::client_config(
+        brokers,
+        &[(
+            "client.id",
+            format!("pullstats-serve-{}", std::process::id()),
+        )],
+        &kafka::producer_settings(&args.settings),
+    )?;
+    let forwarder = Forwarder::new(&config, topic, args.forward_timeout)?;
+    let dead = KafkaDeadLetters::new(&config, &dlq_topic, args.forward_timeout)?;
+    Ok(App::new(
+        tokens,
+        Mode::Forward(Arc::new(forwarder)),
+        SharedDeadLetters::new(Box::new(dead)),
+        None,
+        max_body,
+        args.forward_timeout,
+        draining.clone(),
+    ))
+}
+
+type EngineTask = tokio::task::JoinHandle<Result<(), stream::StreamError>>;
+
+async fn direct_app(
+    args: &ServeArgs,
+    tokens: Arc<Tokens>,
+    draining: &Arc<AtomicBool>,
+    signals: &Signals,
+    max_body: usize,
+) -> anyhow::Result<(App, EngineTask)> {
+    if args.topic.is_some() || args.brokers.is_some() {
+        bail!("forward mode needs both --brokers and --topic");
+    }
+    let (pipeline, fingerprint) =
+        config::pipeline_from(&args.session, &args.enrich, &args.privacy, max_body + 64)?;
+    let pulls = table::open_or_create(&args.table, TableKind::Pulls).await?;
+    let rejected_path = table::rejected_path(&args.table);
+    let rejected = table::open_or_create(&rejected_path, TableKind::Rejected).await?;
+    let tables = Tables {
+        pulls: TableWriter::new(&args.table, pulls)?,
+        rejected: TableWriter::new(&rejected_path, rejected)?,
+    };
+    let dead_path = args.dead_letter.clone().unwrap_or_else(|| {
+        let mut p = args.table.clone().into_os_string();
+        p.push(".dead-letter.jsonl");
+        p.into()
+    });
+    let run_id = format!("serve-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"));
+    let dead = SharedDeadLetters::new(Box::new(FileDeadLetters::new(&dead_path, run_id)));
+    let resumer = TableResumer::new(
+        tokio::runtime::Handle::current(),
+        args.table.clone(),
+        DIRECT_STREAM.to_owned(),
+    );
+    let (source, queue) = queue::queue(DIRECT_STREAM, resumer.clone(), QUEUE_CAPACITY);
+    let metrics = Arc::new(Metrics::default());
+    let reloader = Reloader::new(args.enrich.sources(), fingerprint, metrics.clone());
+    // (Dropping the reload task's handle detaches it: it lives as long as
+    // the process.)
+    let reloads = reloader.watches_files().then(|| {
+        reload::spawn(
+            reloader,
+            args.reload.reload_interval,
+            signals.hangup.clone(),
+        )
+        .1
+    });
+    let parts = EngineParts {
+        source,
+        pipeline,
+        dead_letters: Box::new(dead.clone()),
+        resumer,
+        store: SessionStore::new(&args.table, DIRECT_STREAM),
+        metrics: metrics.clone(),
+        config: StreamConfig {
+            flush_interval: args.flush_interval,
+            flush_rows: 1_000_000,
+            flush_bytes: 256 << 20,
+            idle_close: args.idle_close,
+            max_message_bytes: max_body + 64,
+            shutdown_timeout: args.shutdown_timeout,
+        },
+        reloads,
+    };
+    let running = Arc::new(AtomicBool::new(true));
+    let engine = {
+        let signals = signals.clone();
+        let running = running.clone();
+        tokio::spawn(async move {
+            let result = stream::run(parts, tables, &signals).await;
+            running.store(false, Ordering::SeqCst);
+            if let Err(e) = &result {
+                tracing::error!("the table writer stopped: {e}; shutting down");
+            }
+            // Whatever ended the engine ends the server too.
+            signals.stop.store(true, Ordering::SeqCst);
+            result
+        })
+    };
+    let app = App::new(
+        tokens,
+        Mode::Direct {
+            queue,
+            running,
+            table: args.table.clone(),
+        },
+        dead,
+        Some(metrics),
+        max_body,
+        args.forward_timeout,
+        draining.clone(),
+    );
+    Ok((app, engine))
+}

@@ -1,0 +1,400 @@
+//! `pullstats serve`: the HTTP front door. A registry POSTs its
+//! notifications to `/notifications`; they go on to Kafka (forward mode)
+//! or straight into the table through the streaming engine (direct mode).
+//!
+//! ```text
+//!  registry ─POST /notifications─▶ token (receive) ─▶ body ≤ --max-body-bytes ─▶ receive::sort
+//!                                                      │ over: dead letter, 202      │ not an envelope: dead letter, 202
+//!                                                      ▼                             ▼
+//!        forward: one Kafka message per manifest event, keyed by IP ── confirmed ──▶ 200
+//!        direct:  stream::queue ─▶ engine (sessionize, enrich, epochs) ── commit ──▶ 200
+//!        brokers / engine unavailable or too slow ─────────────────────────────────▶ 503 (retried)
+//! ```
+//!
+//! Only a missing or wrong token (401/403) and our own unavailability (503)
+//! are non-2xx: a registry retries anything else forever, blocking its
+//! queue for this endpoint.
+
+pub mod forward;
+mod metrics;
+pub mod receive;
+pub mod tokens;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use futures::StreamExt;
+
+pub use metrics::{Outcome, ServeMetrics};
+
+use self::forward::Forwarder;
+use self::receive::{Bad, Sorted};
+use self::tokens::{Refusal, Role, Tokens};
+use crate::pipeline::dead_letter::{DeadLetter, DeadLetterError, DeadLetterSink, Position};
+use crate::pipeline::decode::Decoder;
+use crate::stream::queue::{QueueHandle, SubmitError};
+
+/// Seconds a 503 asks the client to wait (a registry uses its own backoff).
+const RETRY_AFTER_S: &str = "5";
+/// The `source` of the receiver's dead letters.
+const SOURCE: &str = "POST /notifications";
+
+/// Where kept events go.
+pub enum Mode {
+    Forward(Arc<Forwarder>),
+    Direct {
+        queue: QueueHandle,
+        /// False once the engine stopped (readiness).
+        running: Arc<AtomicBool>,
+        table: PathBuf,
+    },
+}
+
+/// One dead-letter sink shared by the handlers (and, in direct mode, the
+/// engine).
+#[derive(Clone)]
+pub struct SharedDeadLetters(pub Arc<Mutex<Box<dyn DeadLetterSink>>>);
+
+impl SharedDeadLetters {
+    pub fn new(sink: Box<dyn DeadLetterSink>) -> Self {
+        Self(Arc::new(Mutex::new(sink)))
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut dyn DeadLetterSink) -> Result<T, DeadLetterError>,
+    ) -> Result<T, DeadLetterError> {
+        let mut sink = self.0.lock().map_err(|_| DeadLetterError {
+            sink: "dead-letter sink".into(),
+            source: std::io::Error::other("a writer panicked"),
+        })?;
+        f(sink.as_mut())
+    }
+}
+
+impl DeadLetterSink for SharedDeadLetters {
+    fn send(&mut self, letter: DeadLetter<'_>) -> Result<(), DeadLetterError> {
+        self.with(|s| s.send(letter))
+    }
+    fn flush(&mut self) -> Result<(), DeadLetterError> {
+        self.with(|s| s.flush())
+    }
+    fn count(&self) -> u64 {
+        self.with(|s| Ok(s.count())).unwrap_or(0)
+    }
+}
+
+/// Everything the handlers share.
+pub struct App {
+    pub tokens: Arc<Tokens>,
+    pub mode: Mode,
+    pub dead_letters: SharedDeadLetters,
+    pub metrics: Arc<ServeMetrics>,
+    /// The engine's series (direct mode), rendered on the same `/metrics`.
+    pub engine_metrics: Option<Arc<crate::metrics::Metrics>>,
+    pub max_body_bytes: usize,
+    /// How long an envelope may wait for Kafka's confirmation or the commit.
+    pub wait: Duration,
+    /// Set at shutdown: new envelopes are answered 503.
+    pub draining: Arc<AtomicBool>,
+    requests: AtomicU64,
+}
+
+impl App {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        tokens: Arc<Tokens>,
+        mode: Mode,
+        dead_letters: SharedDeadLetters,
+        engine_metrics: Option<Arc<crate::metrics::Metrics>>,
+        max_body_bytes: usize,
+        wait: Duration,
+        draining: Arc<AtomicBool>,
+    ) -> Self {
+        Self {
+            tokens,
+            mode,
+            dead_letters,
+            metrics: Arc::new(ServeMetrics::default()),
+            engine_metrics,
+            max_body_bytes,
+            wait,
+            draining,
+            requests: AtomicU64::new(0),
+        }
+    }
+}
+
+/// The routes, with the request-level layers: a deadline for a request's
+/// body and for its whole handling, request tracing, and metrics.
+pub fn router(app: Arc<App>, body_timeout: Duration) -> Router {
+    let handling = app.wait + body_timeout + Duration::from_secs(5);
+    Router::new()
+        .route("/notifications", post(notifications))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(render_metrics))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), observe))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            body_timeout,
+        ))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            handling,
+        ))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(app)
+}
+
+/// Counts every answer by matched route and status, with its duration.
+async fn observe(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let route = match request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str)
+    {
+        Some("/notifications") => "/notifications",
+        Some("/healthz") => "/healthz",
+        Some("/readyz") => "/readyz",
+        Some("/metrics") => "/metrics",
+        _ => "other",
+    };
+    let started = Instant::now();
+    let response = next.run(request).await;
+    app.metrics
+        .request(route, response.status().as_u16(), started.elapsed());
+    response
+}
+
+async fn render_metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    let mut text = app
+        .engine_metrics
+        .as_ref()
+        .map(|m| m.render())
+        .unwrap_or_default();
+    app.metrics.render(&mut text);
+    crate::metrics::prometheus_text(text)
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    let problem = match &app.mode {
+        Mode::Forward(f) => {
+            let f = f.clone();
+            let up = tokio::task::spawn_blocking(move || f.reachable(Duration::from_secs(2)))
+                .await
+                .unwrap_or(false);
+            (!up).then_some("the Kafka brokers do not answer for the topic")
+        }
+        Mode::Direct { running, table, .. } => {
+            if !running.load(Ordering::SeqCst) {
+                Some("the table writer has stopped")
+            } else if !table.join("_delta_log").is_dir() {
+                Some("the table cannot be read")
+            } else {
+                None
+            }
+        }
+    };
+    match problem {
+        None => (StatusCode::OK, "ready\n").into_response(),
+        Some(p) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {p}\n")).into_response(),
+    }
+}
+
+fn unavailable(why: &str) -> Response {
+    tracing::warn!("answering 503: {why}");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_S))],
+        format!("unavailable: {why}\n"),
+    )
+        .into_response()
+}
+
+/// A body read to at most `limit` bytes.
+enum ReadBody {
+    Whole(Vec<u8>),
+    /// Longer than the limit: its first `limit` bytes.
+    TooLarge(Vec<u8>),
+}
+
+/// Reads at most `limit` bytes and stops there. (tower-http's body limit
+/// answers 413, which a registry would retry forever; an oversized body
+/// must be dead-lettered and answered 2xx instead.)
+async fn read_body(body: Body, limit: usize) -> Result<ReadBody, axum::Error> {
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        if buf.len() + chunk.len() > limit {
+            let room = limit - buf.len();
+            buf.extend_from_slice(&chunk[..room]);
+            return Ok(ReadBody::TooLarge(buf));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(ReadBody::Whole(buf))
+}
+
+async fn notifications(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match app.tokens.authorize(auth, Role::Receive) {
+        Ok(_) => {}
+        Err(Refusal::Unauthenticated) => {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "a valid bearer token is needed\n",
+            )
+                .into_response()
+        }
+        Err(Refusal::Forbidden) => {
+            return (
+                StatusCode::FORBIDDEN,
+                "this token may not send notifications\n",
+            )
+                .into_response()
+        }
+    }
+    if app.draining.load(Ordering::SeqCst) {
+        return unavailable("shutting down");
+    }
+    let request = app.requests.fetch_add(1, Ordering::Relaxed) + 1;
+    let bytes = match read_body(body, app.max_body_bytes).await {
+        Ok(ReadBody::Whole(b)) => b,
+        Ok(ReadBody::TooLarge(prefix)) => {
+            let reason = format!(
+                "body is longer than --max-body-bytes {} (its first bytes are kept)",
+                app.max_body_bytes
+            );
+            let bad = vec![Bad {
+                reason,
+                payload: prefix,
+            }];
+            return finish_bad(&app, request, bad, Outcome::TooLarge).await;
+        }
+        // The client went away or was too slow: nobody reads an answer.
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the body: {e}\n"),
+            )
+                .into_response()
+        }
+    };
+    let sorted = match receive::sort(&bytes, &mut Decoder::new(app.max_body_bytes)) {
+        Ok(s) => s,
+        Err(reason) => {
+            let bad = vec![Bad {
+                reason,
+                payload: bytes,
+            }];
+            return finish_bad(&app, request, bad, Outcome::Invalid).await;
+        }
+    };
+    deliver(&app, request, sorted).await
+}
+
+/// Dead-letters a whole body and answers 202 (or 503 when the letter
+/// cannot be written: nothing is dropped silently).
+async fn finish_bad(app: &Arc<App>, request: u64, bad: Vec<Bad>, outcome: Outcome) -> Response {
+    if let Err(e) = dead_letter(app, request, bad).await {
+        return unavailable(&e.to_string());
+    }
+    app.metrics.count(outcome, 1);
+    (StatusCode::ACCEPTED, "dead-lettered\n").into_response()
+}
+
+async fn dead_letter(app: &Arc<App>, request: u64, bad: Vec<Bad>) -> Result<(), DeadLetterError> {
+    if bad.is_empty() {
+        return Ok(());
+    }
+    let sink = app.dead_letters.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        sink.with(|s| {
+            for b in &bad {
+                s.send(DeadLetter {
+                    source: SOURCE,
+                    position: Position::Http { request },
+                    reason: &b.reason,
+                    payload: &b.payload,
+                })?;
+            }
+            s.flush()
+        })
+    })
+    .await;
+    written.unwrap_or_else(|e| {
+        Err(DeadLetterError {
+            sink: "dead-letter sink".into(),
+            source: std::io::Error::other(e.to_string()),
+        })
+    })
+}
+
+async fn deliver(app: &Arc<App>, request: u64, sorted: Sorted) -> Response {
+    let Sorted {
+        kept,
+        blob,
+        not_pull,
+        bad,
+    } = sorted;
+    let n_bad = bad.len() as u64;
+    if let Err(e) = dead_letter(app, request, bad).await {
+        return unavailable(&e.to_string());
+    }
+    let n_kept = kept.len() as u64;
+    if !kept.is_empty() {
+        let handed_on = match &app.mode {
+            Mode::Forward(f) => f.send(&kept).await,
+            Mode::Direct { queue, .. } => {
+                let messages = kept.into_iter().map(|k| k.message).collect();
+                wait_for_commit(queue, messages, app.wait).await
+            }
+        };
+        if let Err(why) = handed_on {
+            app.metrics.count(Outcome::Unavailable, n_kept);
+            return unavailable(&why);
+        }
+    }
+    app.metrics.count(Outcome::Accepted, n_kept);
+    app.metrics.count(Outcome::Blob, blob);
+    app.metrics.count(Outcome::NotPull, not_pull);
+    app.metrics.count(Outcome::Bad, n_bad);
+    if n_bad == 0 {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (
+            StatusCode::ACCEPTED,
+            format!("{n_bad} event(s) did not decode and were dead-lettered\n"),
+        )
+            .into_response()
+    }
+}
+
+async fn wait_for_commit(
+    queue: &QueueHandle,
+    messages: Vec<Vec<u8>>,
+    wait: Duration,
+) -> Result<(), String> {
+    let committed = queue.submit(messages).map_err(|e| match e {
+        SubmitError::Full => "too many envelopes wait for the table".to_owned(),
+        SubmitError::Stopped => "the table writer has stopped".to_owned(),
+    })?;
+    match tokio::time::timeout(wait, committed).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err("the table writer stopped before the commit".into()),
+        Err(_) => Err(format!("no commit within {wait:?}")),
+    }
+}

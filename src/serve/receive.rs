@@ -1,0 +1,157 @@
+//! What `POST /notifications` does with a body, before either mode sends
+//! anything on: split the envelope into its events, keep the manifest pulls
+//! (each as a one-event envelope keyed by client IP), count the rest by
+//! outcome, and set aside what does not decode for the dead-letter sink.
+//!
+//! The daemon and the direct-mode engine decode the kept events again with
+//! the same decoder; doing it here first means nothing that reaches them is
+//! bad, and blobs (most of a registry's notifications) are not shipped.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::event::RequestKind;
+use crate::pipeline::decode::Decoder;
+
+/// A kept event: the message to hand on and its partition key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kept {
+    /// The client IP, as the daemon's keying advice asks.
+    pub key: String,
+    /// `{"events":[<the event as received>]}`.
+    pub message: Vec<u8>,
+}
+
+/// Something to dead-letter: why, and the bytes concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bad {
+    pub reason: String,
+    pub payload: Vec<u8>,
+}
+
+/// An envelope, sorted.
+#[derive(Debug, Default)]
+pub struct Sorted {
+    pub kept: Vec<Kept>,
+    pub blob: u64,
+    pub not_pull: u64,
+    /// Events that do not decode (one letter each).
+    pub bad: Vec<Bad>,
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    events: Vec<&'a RawValue>,
+}
+
+fn one_event(raw: &RawValue) -> Vec<u8> {
+    let mut m = Vec::with_capacity(raw.get().len() + 12);
+    m.extend_from_slice(b"{\"events\":[");
+    m.extend_from_slice(raw.get().as_bytes());
+    m.extend_from_slice(b"]}");
+    m
+}
+
+/// Sorts a body; `Err` when it is not an envelope at all (the whole body is
+/// then one dead letter with that reason).
+pub fn sort(body: &[u8], decoder: &mut Decoder) -> Result<Sorted, String> {
+    let text = std::str::from_utf8(body).map_err(|_| "body is not valid UTF-8".to_owned())?;
+    let envelope: Envelope<'_> = serde_json::from_str(text)
+        .map_err(|e| format!("body is not a notification envelope ({{\"events\":[…]}}): {e}"))?;
+    if envelope.events.is_empty() {
+        // As the file and Kafka decoders say of it.
+        return Err("envelope holds no events".to_owned());
+    }
+    let mut sorted = Sorted::default();
+    let mut events = Vec::with_capacity(1);
+    for raw in envelope.events {
+        let message = one_event(raw);
+        events.clear();
+        if let Err(e) = decoder.decode(&message, &mut events) {
+            // The decoder names the event "envelope event 0" (of the
+            // one-event envelope): drop that prefix.
+            let reason = match e {
+                crate::pipeline::decode::DecodeError::InEnvelope { source, .. } => {
+                    source.to_string()
+                }
+                other => other.to_string(),
+            };
+            sorted.bad.push(Bad {
+                reason: format!("event does not decode: {reason}"),
+                payload: raw.get().as_bytes().to_vec(),
+            });
+            continue;
+        }
+        let Some(event) = events.first() else {
+            // Not reached with today's decoder; never dropped silently.
+            sorted.bad.push(Bad {
+                reason: "event decodes to no request".to_owned(),
+                payload: raw.get().as_bytes().to_vec(),
+            });
+            continue;
+        };
+        match event.kind {
+            RequestKind::Blob => sorted.blob += 1,
+            RequestKind::NotPull => sorted.not_pull += 1,
+            RequestKind::Manifest => sorted.kept.push(Kept {
+                key: event.ip.to_string(),
+                message,
+            }),
+        }
+    }
+    Ok(sorted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000001";
+
+    fn event(media: &str, action: &str, addr: &str) -> String {
+        format!(
+            r#"{{"id":"e1","timestamp":"2026-11-02T10:00:00Z","action":"{action}","target":{{"mediaType":"{media}","digest":"{D}","repository":"acme/api","tag":"v1"}},"request":{{"addr":"{addr}","method":"GET","useragent":"docker/27.0"}}}}"#
+        )
+    }
+
+    #[test]
+    fn pulls_are_kept_keyed_by_ip_and_the_rest_counted() {
+        let manifest = "application/vnd.oci.image.manifest.v1+json";
+        let body = format!(
+            r#"{{"events":[{},{},{},{{"action":"pull"}}]}}"#,
+            event(manifest, "pull", "[2001:db8::1]:4000"),
+            event("application/octet-stream", "pull", "10.0.0.1:1"),
+            event(manifest, "push", "10.0.0.1:1"),
+        );
+        let sorted = sort(body.as_bytes(), &mut Decoder::new(1 << 20)).expect("envelope");
+        assert_eq!(sorted.kept.len(), 1);
+        assert_eq!(sorted.kept[0].key, "2001:db8::1");
+        let back: serde_json::Value =
+            serde_json::from_slice(&sorted.kept[0].message).expect("json");
+        assert_eq!(back["events"][0]["id"], "e1");
+        assert_eq!((sorted.blob, sorted.not_pull), (1, 1));
+        assert_eq!(sorted.bad.len(), 1);
+        assert_eq!(sorted.bad[0].payload, br#"{"action":"pull"}"#);
+        assert!(
+            sorted.bad[0].reason.contains("timestamp"),
+            "{:?}",
+            sorted.bad
+        );
+    }
+
+    #[test]
+    fn bodies_that_are_not_envelopes_say_why() {
+        let mut d = Decoder::new(1 << 20);
+        for body in [
+            &b"\xff"[..],
+            b"{}",
+            b"[1]",
+            b"{\"events\":3}",
+            b"",
+            b"{\"events\":[]}",
+        ] {
+            assert!(sort(body, &mut d).is_err(), "{body:?}");
+        }
+    }
+}

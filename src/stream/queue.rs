@@ -1,0 +1,195 @@
+//! A source fed by this process: `pullstats serve` in direct mode hands
+//! each received envelope's messages to the engine and waits for the commit
+//! that covers them. One lane (0), numbered on from the table's offset.
+//!
+//! Messages stay in memory until a commit covers them, so a rewind (a failed
+//! commit) is redone from here. After a crash nothing is kept: the sender
+//! was never answered 2xx for an uncommitted message, so it sends it again
+//! (a registry retries until it gets one), and what the table already holds
+//! is recognised by its event ids.
+//!
+//! Group commit: the engine asks [`Source::commit_now`] between messages;
+//! it is true once every queued message was handed out and someone waits,
+//! so a commit takes in every envelope that arrived while the last one ran.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use super::{ResumeSet, Source, SourceEvent, StreamError, TableResumer};
+use crate::pipeline::Lane;
+
+const LANE: Lane = 0;
+
+/// One sender's messages and who to tell once they are committed.
+struct Submission {
+    messages: Vec<Vec<u8>>,
+    done: oneshot::Sender<()>,
+}
+
+/// Why a submission was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the queue to the table writer is full")]
+    Full,
+    #[error("the engine has stopped")]
+    Stopped,
+}
+
+/// The sending side, cloned into every request handler.
+#[derive(Clone)]
+pub struct QueueHandle {
+    tx: SyncSender<Submission>,
+}
+
+impl QueueHandle {
+    /// Queues `messages`; the receiver resolves once a commit covers them
+    /// (it fails if the engine stops first).
+    pub fn submit(&self, messages: Vec<Vec<u8>>) -> Result<oneshot::Receiver<()>, SubmitError> {
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .try_send(Submission { messages, done })
+            .map_err(|e| match e {
+                TrySendError::Full(_) => SubmitError::Full,
+                TrySendError::Disconnected(_) => SubmitError::Stopped,
+            })?;
+        Ok(rx)
+    }
+}
+
+pub struct QueueSource {
+    name: String,
+    rx: Receiver<Submission>,
+    resumer: TableResumer,
+    assigned: Option<ResumeSet>,
+    /// Messages not yet committed, from offset `front`.
+    log: VecDeque<Vec<u8>>,
+    front: i64,
+    /// Next offset to hand to the engine.
+    cursor: i64,
+    /// (one past the last offset of a submission, its waiter), in order.
+    waiters: VecDeque<(i64, oneshot::Sender<()>)>,
+}
+
+/// A source named `name` (its lane's application ids and state paths) and
+/// its handle; at most `capacity` submissions wait.
+pub fn queue(name: &str, resumer: TableResumer, capacity: usize) -> (QueueSource, QueueHandle) {
+    let (tx, rx) = std::sync::mpsc::sync_channel(capacity.max(1));
+    let source = QueueSource {
+        name: name.to_owned(),
+        rx,
+        resumer,
+        assigned: None,
+        log: VecDeque::new(),
+        front: 0,
+        cursor: 0,
+        waiters: VecDeque::new(),
+    };
+    (source, QueueHandle { tx })
+}
+
+impl QueueSource {
+    fn end(&self) -> i64 {
+        self.front + self.log.len() as i64
+    }
+
+    fn take(&mut self, s: Submission) {
+        self.log.extend(s.messages);
+        self.waiters.push_back((self.end(), s.done));
+    }
+
+    fn next_message(&mut self) -> Option<SourceEvent> {
+        let index = usize::try_from(self.cursor - self.front).ok()?;
+        let payload = self.log.get(index)?.clone();
+        let offset = self.cursor;
+        self.cursor += 1;
+        Some(SourceEvent::Message {
+            lane: LANE,
+            offset,
+            payload: Some(payload),
+        })
+    }
+}
+
+impl Source for QueueSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn prepare(&mut self, _stop: &AtomicBool) -> Result<(), StreamError> {
+        let mut set = self.resumer.read(&[LANE])?;
+        // Offsets past the table's are new messages here, never a replay of
+        // ones the rejected table counted before a crash (those were not
+        // answered and come again under new offsets): count them all.
+        for part in &mut set.parts {
+            part.rejected_offset = None;
+        }
+        let next = set.parts.first().and_then(|p| p.offset).unwrap_or(0);
+        self.front = next;
+        self.cursor = next;
+        self.assigned = Some(set);
+        Ok(())
+    }
+
+    fn poll(&mut self, timeout: Duration) -> Result<Option<SourceEvent>, StreamError> {
+        if let Some(set) = self.assigned.take() {
+            return Ok(Some(SourceEvent::Assigned(set)));
+        }
+        while let Ok(s) = self.rx.try_recv() {
+            self.take(s);
+        }
+        if let Some(m) = self.next_message() {
+            return Ok(Some(m));
+        }
+        match self.rx.recv_timeout(timeout) {
+            Ok(s) => {
+                self.take(s);
+                Ok(self.next_message())
+            }
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => Ok(None),
+        }
+    }
+
+    fn jumped(&mut self, _: Lane, _: i64, _: i64, _: u32) -> bool {
+        // Offsets are handed out one after another: a jump cannot happen.
+        true
+    }
+
+    fn seek(&mut self, positions: &[(Lane, Option<i64>)]) -> Result<(), StreamError> {
+        for &(lane, offset) in positions {
+            if lane == LANE {
+                self.cursor = offset.unwrap_or(self.front).clamp(self.front, self.end());
+            }
+        }
+        Ok(())
+    }
+
+    fn bounds(&mut self, _: Lane) -> Option<(i64, i64)> {
+        Some((self.front, self.end()))
+    }
+
+    fn is_down(&self) -> bool {
+        false
+    }
+
+    fn committed(&mut self, next: &BTreeMap<Lane, i64>, _last: bool) {
+        let Some(&next) = next.get(&LANE) else {
+            return;
+        };
+        while self.front < next && self.log.pop_front().is_some() {
+            self.front += 1;
+        }
+        while self.waiters.front().is_some_and(|(end, _)| *end <= next) {
+            if let Some((_, done)) = self.waiters.pop_front() {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    fn commit_now(&self) -> bool {
+        !self.waiters.is_empty() && self.cursor >= self.end()
+    }
+}
