@@ -2,7 +2,7 @@
 
     python3 benches/bench.py [--bin target/release/pullstats] [--tansu ~/.cargo/bin/tansu]
         [--file-events 2000000] [--kafka-events 1000000 10000000]
-        [--table-events 24000000 240000000] [--runs 3] [--skip kafka]
+        [--table-events 24000000 240000000] [--serve-events 200000] [--runs 3] [--skip kafka serve]
 
 Each scenario runs next to its reference, in the same run, so the ratios hold
 on a noisy machine:
@@ -21,6 +21,10 @@ on a noisy machine:
   same Parquet files with 2 threads, writing the same CSV. The outputs are
   checked to agree (all rows for the summaries; row count and the
   namespace/repository/reference/action of every row for the raw export);
+- serve: envelopes/s and events/s through `pullstats serve`'s POST
+  /notifications in direct mode against `ingest --from-file` and in forward
+  mode against `produce`, with answer latencies (benches/serve_ingest.py;
+  in that column instead of the RSS);
 - memory: every pullstats row carries the process's peak RSS (VmHWM) and the
   most anonymous memory (RssAnon) seen; the rest is mostly the binary's code.
 
@@ -38,6 +42,7 @@ from collections import Counter
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kafka_ingest  # noqa: E402
+import serve_ingest  # noqa: E402
 
 ENV = dict(os.environ, PULLSTATS_IP_HASH_KEY="bench", RUST_LOG="warn")
 TABLE_START, TABLE_DAYS = "2026-05-01", 205
@@ -204,8 +209,9 @@ def main():
     ap.add_argument("--file-events", type=int, default=2_000_000)
     ap.add_argument("--kafka-events", type=int, nargs="+", default=[1_000_000, 10_000_000])
     ap.add_argument("--table-events", type=int, nargs="+", default=[24_000_000, 240_000_000])
+    ap.add_argument("--serve-events", type=int, default=200_000)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--skip", nargs="*", default=[], choices=["file", "kafka", "queries"])
+    ap.add_argument("--skip", nargs="*", default=[], choices=["file", "kafka", "serve", "queries"])
     ap.add_argument("--work", help="scratch directory (default: a new one under $TMPDIR)")
     args = ap.parse_args()
     work = args.work or tempfile.mkdtemp(prefix="pullstats-bench-")
@@ -216,6 +222,9 @@ def main():
             file_ingest(args, work, rows)
         if "kafka" not in args.skip:
             kafka(args, rows)
+        if "serve" not in args.skip:
+            rows.extend(serve_ingest.run(argparse.Namespace(bin=args.bin, tansu=args.tansu, events=args.serve_events,
+                                                            per_envelope=[1, 50], connections=64)))
         if "queries" not in args.skip:
             queries(args, work, rows)
     finally:

@@ -46,10 +46,14 @@ impl Forwarder {
         timeout: Duration,
     ) -> Result<Self, KafkaSourceError> {
         let mut config = config.clone();
+        // A registry waits for each answer before it sends the next
+        // envelope: batch for 2 ms at most unless told otherwise (-X).
+        if config.get("linger.ms").is_none() {
+            config.set("linger.ms", "2");
+        }
         config
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "2")
             .set("message.timeout.ms", timeout.as_millis().max(1).to_string());
         let producer =
             config

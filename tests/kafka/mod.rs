@@ -49,23 +49,8 @@ fn the_dashboard_and_alerts_query_exported_metrics() {
     let table = dir.path().join("pulls");
     let d = daemon(&broker, "events", "g-metrics", &table, &[]);
     wait_done(&table, "events", &ends, Duration::from_secs(120));
-    let metrics = d.metrics();
-    // Series, and families declared before they have a series (the lag
-    // appears once measured).
-    let exported: Vec<&str> = metrics
-        .lines()
-        .filter_map(|l| match l.strip_prefix("# TYPE ") {
-            Some(declared) => declared.split(' ').next(),
-            None if l.starts_with('#') => None,
-            None => l.split(['{', ' ']).next(),
-        })
-        .collect();
-    for (file, name) in crate::packaging::queried_metrics() {
-        assert!(
-            exported.contains(&name.as_str()),
-            "{file} queries {name}, which the daemon does not export: {metrics}"
-        );
-    }
+    let packaging = crate::packaging::DAEMON_QUERIES;
+    crate::packaging::assert_exported(&packaging, &d.metrics(), "the daemon");
 }
 
 #[test]

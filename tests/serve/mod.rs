@@ -426,6 +426,10 @@ fn tokens_statuses_and_bad_bodies() {
         assert!(metrics.contains(series), "{series} in {metrics}");
     }
 
+    // The alert rules query only series serve exports.
+    let packaging = crate::packaging::SERVE_QUERIES;
+    crate::packaging::assert_exported(&packaging, &metrics, "serve");
+
     // Revoking a token is an edit of the file, no restart.
     let kept: String = stored
         .split("[[token]]")
