@@ -201,25 +201,26 @@ impl Metrics {
             .map(|c| (c, "counter"))
             .chain(gauges.iter().map(|g| (g, "gauge")));
         for ((name, help, v), kind) in series {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
-                v.load(Ordering::Relaxed)
-            );
+            family(&mut out, name, kind, help);
+            let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
         }
         if let Ok(h) = self.commit_latency.lock() {
             let name = "pullstats_commit_seconds";
-            let _ = writeln!(
-                out,
-                "# HELP {name} Latency of a Delta commit (both tables)\n# TYPE {name} histogram"
+            family(
+                &mut out,
+                name,
+                "histogram",
+                "Latency of a Delta commit (both tables)",
             );
             h.render(&mut out, name, "");
         }
         if let Ok(lag) = self.lag.lock() {
             let name = "pullstats_consumer_lag";
-            let _ = writeln!(
-                out,
-                "# HELP {name} Messages behind the partition's high watermark\n# TYPE {name} gauge"
+            family(
+                &mut out,
+                name,
+                "gauge",
+                "Messages behind the partition's high watermark",
             );
             for (p, l) in lag.iter() {
                 let _ = writeln!(out, "{name}{{partition=\"{p}\"}} {l}");
@@ -227,6 +228,11 @@ impl Metrics {
         }
         out
     }
+}
+
+/// A metric family's `# HELP` and `# TYPE` lines.
+pub fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
 /// Serves `GET /metrics` (anything else: 404) until the task is dropped.

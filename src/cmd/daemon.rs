@@ -15,29 +15,17 @@ use crate::stream::kafka::{consumer_defaults, KafkaSource};
 use crate::stream::reload::{self, Reloader};
 use crate::stream::{self, EngineParts, Signals, StreamConfig, TableResumer, Tables};
 use crate::table::sessions::SessionStore;
-use crate::table::{self, TableKind, TableWriter};
 
 pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     let k = &args.kafka;
     let (Some(brokers), Some(topic)) = (k.brokers.clone(), k.topic.clone()) else {
         bail!("the daemon needs --brokers and --topic");
     };
-    stream::check_topic(&topic)?;
-    let dlq_topic = k
-        .dlq_topic
-        .clone()
-        .unwrap_or_else(|| format!("{topic}.dlq"));
-    stream::check_topic(&dlq_topic)?;
+    let dlq_topic = stream::dead_letter_topic(&topic, k.dlq_topic.as_deref())?;
     let (pipeline, fingerprint) = config::pipeline(&args)?;
 
     // Both tables exist before any partition is assigned.
-    let pulls_table = table::open_or_create(&args.table, TableKind::Pulls).await?;
-    let rejected_path = table::rejected_path(&args.table);
-    let rejected_table = table::open_or_create(&rejected_path, TableKind::Rejected).await?;
-    let tables = Tables {
-        pulls: TableWriter::new(&args.table, pulls_table)?,
-        rejected: TableWriter::new(&rejected_path, rejected_table)?,
-    };
+    let tables = Tables::open(&args.table).await?;
 
     let metrics = Arc::new(Metrics::default());
     let _server = match k.metrics_addr {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use crate::cli::ServeArgs;
+use crate::cmd::ingest::default_dead_letter_path;
 use crate::config;
 use crate::metrics::Metrics;
 use crate::pipeline::dead_letter::FileDeadLetters;
@@ -20,7 +21,6 @@ use crate::stream::queue;
 use crate::stream::reload::{self, Reloader};
 use crate::stream::{self, EngineParts, Signals, StreamConfig, TableResumer, Tables};
 use crate::table::sessions::SessionStore;
-use crate::table::{self, TableKind, TableWriter};
 
 /// The name of direct mode's stream in the table's application ids and
 /// state paths (as a Kafka topic's would be).
@@ -92,12 +92,7 @@ fn forward_app(
     draining: &Arc<AtomicBool>,
     max_body: usize,
 ) -> anyhow::Result<App> {
-    stream::check_topic(topic)?;
-    let dlq_topic = args
-        .dlq_topic
-        .clone()
-        .unwrap_or_else(|| format!("{topic}.dlq"));
-    stream::check_topic(&dlq_topic)?;
+    let dlq_topic = stream::dead_letter_topic(topic, args.dlq_topic.as_deref())?;
     let config = kafka::client_config(
         brokers,
         &[(
@@ -133,18 +128,11 @@ async fn direct_app(
     }
     let (pipeline, fingerprint) =
         config::pipeline_from(&args.session, &args.enrich, &args.privacy, max_body + 64)?;
-    let pulls = table::open_or_create(&args.table, TableKind::Pulls).await?;
-    let rejected_path = table::rejected_path(&args.table);
-    let rejected = table::open_or_create(&rejected_path, TableKind::Rejected).await?;
-    let tables = Tables {
-        pulls: TableWriter::new(&args.table, pulls)?,
-        rejected: TableWriter::new(&rejected_path, rejected)?,
-    };
-    let dead_path = args.dead_letter.clone().unwrap_or_else(|| {
-        let mut p = args.table.clone().into_os_string();
-        p.push(".dead-letter.jsonl");
-        p.into()
-    });
+    let tables = Tables::open(&args.table).await?;
+    let dead_path = args
+        .dead_letter
+        .clone()
+        .unwrap_or_else(|| default_dead_letter_path(&args.table));
     let run_id = format!("serve-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"));
     let dead = SharedDeadLetters::new(Box::new(FileDeadLetters::new(&dead_path, run_id)));
     let resumer = TableResumer::new(

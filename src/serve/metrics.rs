@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::metrics::Histogram;
+use crate::metrics::{family, Histogram};
 
 /// Upper bounds (seconds) of the request duration histogram.
 const DURATION_BUCKETS_S: [f64; 12] = [
@@ -77,9 +77,11 @@ impl ServeMetrics {
 
     pub fn render(&self, out: &mut String) {
         let name = "pullstats_notifications_total";
-        let _ = writeln!(
+        family(
             out,
-            "# HELP {name} Notification events by outcome (invalid and too_large: whole bodies)\n# TYPE {name} counter"
+            name,
+            "counter",
+            "Notification events by outcome (invalid and too_large: whole bodies)",
         );
         if let Ok(m) = self.notifications.lock() {
             for (outcome, n) in m.iter() {
@@ -87,9 +89,11 @@ impl ServeMetrics {
             }
         }
         let name = "pullstats_http_requests_total";
-        let _ = writeln!(
+        family(
             out,
-            "# HELP {name} HTTP requests answered, by route and status\n# TYPE {name} counter"
+            name,
+            "counter",
+            "HTTP requests answered, by route and status",
         );
         if let Ok(m) = self.requests.lock() {
             for ((route, status), n) in m.iter() {
@@ -97,9 +101,11 @@ impl ServeMetrics {
             }
         }
         let name = "pullstats_http_request_duration_seconds";
-        let _ = writeln!(
+        family(
             out,
-            "# HELP {name} Time to answer an HTTP request, by route\n# TYPE {name} histogram"
+            name,
+            "histogram",
+            "Time to answer an HTTP request, by route",
         );
         if let Ok(m) = self.durations.lock() {
             for (route, h) in m.iter() {

@@ -48,7 +48,7 @@ use crate::pipeline::enrich::EnrichData;
 use crate::pipeline::kafka::KafkaSourceError;
 use crate::pipeline::{Lane, Pipeline, PipelineError};
 use crate::table::sessions::{SessionStore, SessionStoreError};
-use crate::table::{TableError, TableWriter};
+use crate::table::{self, TableError, TableKind, TableWriter};
 
 pub use compact::auto_compact;
 pub use resume::{PartitionResume, ResumeSet, TableResumer};
@@ -163,6 +163,20 @@ pub struct Tables {
     pub rejected: TableWriter,
 }
 
+impl Tables {
+    /// The pulls table at `path` and its rejected table beside it, each
+    /// created when missing.
+    pub async fn open(path: &std::path::Path) -> Result<Self, TableError> {
+        let pulls = table::open_or_create(path, TableKind::Pulls).await?;
+        let rejected_path = table::rejected_path(path);
+        let rejected = table::open_or_create(&rejected_path, TableKind::Rejected).await?;
+        Ok(Self {
+            pulls: TableWriter::new(path, pulls)?,
+            rejected: TableWriter::new(&rejected_path, rejected)?,
+        })
+    }
+}
+
 /// Process signals: SIGTERM / Ctrl-C stop the engine, SIGHUP asks for an
 /// enrichment reload check.
 #[derive(Clone)]
@@ -257,7 +271,7 @@ async fn wait(
 }
 
 /// Kafka's topic name rule (it also keeps state paths safe).
-pub fn check_topic(topic: &str) -> Result<(), StreamError> {
+fn check_topic(topic: &str) -> Result<(), StreamError> {
     let ok = !topic.is_empty()
         && topic.len() <= 249
         && topic != "."
@@ -270,6 +284,15 @@ pub fn check_topic(topic: &str) -> Result<(), StreamError> {
     } else {
         Err(StreamError::TopicName(topic.to_owned()))
     }
+}
+
+/// The dead-letter topic of `topic`: `dlq` or `<topic>.dlq`, both names
+/// checked.
+pub fn dead_letter_topic(topic: &str, dlq: Option<&str>) -> Result<String, StreamError> {
+    check_topic(topic)?;
+    let dlq = dlq.map_or_else(|| format!("{topic}.dlq"), str::to_owned);
+    check_topic(&dlq)?;
+    Ok(dlq)
 }
 
 #[cfg(test)]

@@ -237,6 +237,19 @@ pub fn missing_tool(line: &str) -> ! {
     std::panic::resume_unwind(Box::new(line.to_owned()))
 }
 
+/// `tool` on the PATH, or a one-line failure naming what installs it.
+pub fn tool(name: &str, package: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            missing_tool(&format!(
+                "this test needs `{name}` (Debian package {package}); `bash .ci/test` installs it"
+            ))
+        })
+}
+
 /// The Python of the venv `.ci/test` makes (`PULLSTATS_VENV`), with the
 /// `deltalake` package.
 pub fn venv_python() -> PathBuf {

@@ -14,19 +14,6 @@ fn packaging() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging")
 }
 
-/// `tool` on the PATH, or a one-line failure naming what installs it.
-pub fn tool(name: &str, package: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            missing_tool(&format!(
-                "this test needs `{name}` (Debian package {package}); `bash .ci/test` installs it"
-            ))
-        })
-}
-
 fn output_ok(cmd: &mut Command) -> (String, String) {
     let out = cmd.output().expect("spawn");
     let (stdout, stderr) = (

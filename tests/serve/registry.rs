@@ -8,28 +8,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
 use super::*;
-
-const REGISTRY: &str = "/usr/bin/docker-registry";
-
-fn tool(name: &str) -> PathBuf {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(name))
-            .find(|p| p.is_file())
-    });
-    found.unwrap_or_else(|| {
-        missing_tool(&format!(
-            "the registry tests need {name}: `bash .ci/test` installs it \
-             (apt-get install docker-registry skopeo curl)"
-        ))
-    })
-}
 
 /// A registry on a free loopback port whose notifications go to
 /// `http://127.0.0.1:{serve_port}/notifications` with `secret`; killed on drop.
@@ -41,9 +25,7 @@ struct Registry {
 
 impl Registry {
     fn start(dir: &Path, serve_port: u16, secret: &str) -> Self {
-        if !Path::new(REGISTRY).is_file() {
-            tool("docker-registry");
-        }
+        let registry = tool("docker-registry", "docker-registry");
         let port = free_port();
         let storage = dir.join("registry-data");
         let config = dir.join("registry.yml");
@@ -65,7 +47,7 @@ impl Registry {
         )
         .expect("registry config");
         let log = std::fs::File::create(dir.join("registry.log")).expect("log");
-        let child = Command::new(REGISTRY)
+        let child = Command::new(registry)
             .arg("serve")
             .arg(&config)
             .stdout(log.try_clone().expect("log"))
@@ -171,21 +153,8 @@ fn oci_layout(dir: &Path) {
     std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).expect("layout");
 }
 
-fn quiet(cmd: &mut Command) {
-    let out = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn push(registry: &Registry, layout: &Path) {
-    let skopeo = tool("skopeo");
+    let skopeo = tool("skopeo", "skopeo");
     for (reference, repo, all) in [
         ("single", "demo/single", false),
         ("multi", "demo/multi", true),
@@ -197,7 +166,7 @@ fn push(registry: &Registry, layout: &Path) {
         }
         cmd.arg(format!("oci:{}:{reference}", layout.display()))
             .arg(format!("docker://{}/{repo}:v1", registry.addr()));
-        quiet(&mut cmd);
+        run_ok(&mut cmd);
     }
 }
 
@@ -211,10 +180,10 @@ const ROUND: [(&str, &str, &str); 4] = [
 
 /// One round of pulls; `between` runs after each of its four steps.
 fn pull_round(registry: &Registry, out: &Path, index_digest: &str, between: &mut dyn FnMut(usize)) {
-    let (skopeo, curl) = (tool("skopeo"), tool("curl"));
+    let (skopeo, curl) = (tool("skopeo", "skopeo"), tool("curl", "curl"));
     let r = registry.addr();
     // skopeo inspect: GET by tag (skopeo never HEADs) -> pull_by_tag.
-    quiet(Command::new(&skopeo).args([
+    run_ok(Command::new(&skopeo).args([
         "inspect",
         "--tls-verify=false",
         &format!("docker://{r}/demo/single:v1"),
@@ -222,7 +191,7 @@ fn pull_round(registry: &Registry, out: &Path, index_digest: &str, between: &mut
     between(0);
     // skopeo copy of the index: GET by tag, GET of the platform manifest
     // by digest -> one pull_by_tag.
-    quiet(Command::new(&skopeo).args([
+    run_ok(Command::new(&skopeo).args([
         "copy",
         "--src-tls-verify=false",
         &format!("docker://{r}/demo/multi:v1"),
@@ -230,7 +199,7 @@ fn pull_round(registry: &Registry, out: &Path, index_digest: &str, between: &mut
     ]));
     between(1);
     // curl HEAD by tag alone -> version_check.
-    quiet(Command::new(&curl).args([
+    run_ok(Command::new(&curl).args([
         "-fsS",
         "-I",
         "-H",
@@ -239,7 +208,7 @@ fn pull_round(registry: &Registry, out: &Path, index_digest: &str, between: &mut
     ]));
     between(2);
     // curl GET by digest -> pull_by_digest.
-    quiet(Command::new(&curl).args([
+    run_ok(Command::new(&curl).args([
         "-fsS",
         "-H",
         "Accept: application/vnd.oci.image.index.v1+json",
