@@ -99,7 +99,8 @@ pub struct TokenCreateArgs {
     /// read (the analytics API and dashboard).
     #[arg(long = "role", value_enum, required = true)]
     pub roles: Vec<crate::serve::tokens::Role>,
-    /// A namespace a read token may see (repeatable), or `*` for all.
+    /// A namespace a read token may see (repeatable), `ns/repo` for one
+    /// repository of one, or `*` for all.
     #[arg(long = "namespace")]
     pub namespaces: Vec<String>,
 }
@@ -157,6 +158,8 @@ pub struct ServeArgs {
     #[arg(long, env = "PULLSTATS_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
     #[command(flatten)]
+    pub api: ApiArgs,
+    #[command(flatten)]
     pub session: SessionArgs,
     #[command(flatten)]
     pub enrich: EnrichArgs,
@@ -164,6 +167,33 @@ pub struct ServeArgs {
     pub privacy: PrivacyArgs,
     #[command(flatten)]
     pub reload: ReloadArgs,
+}
+
+/// The publisher analytics API of `serve`.
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    /// Secret (at least 32 characters) that signs download links and login
+    /// sessions; default: one generated into `<table>/_pullstats/signing-key`.
+    #[arg(long, env = "PULLSTATS_SIGNING_KEY", hide_env_values = true)]
+    pub signing_key: Option<String>,
+    /// How long a download link stays valid.
+    #[arg(long, env = "PULLSTATS_LINK_TTL", default_value = "1h", value_parser = parse_duration)]
+    pub link_ttl: Duration,
+    /// How long a session token from `POST /v2/users/login` stays valid.
+    #[arg(long, env = "PULLSTATS_SESSION_TTL", default_value = "1h", value_parser = parse_duration)]
+    pub session_ttl: Duration,
+    /// Start of download links (e.g. `https://stats.example.org`, the
+    /// address clients reach through a proxy); default `http://` + the
+    /// request's Host.
+    #[arg(long, env = "PULLSTATS_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// How often the API reads new commits of the table (and computes the
+    /// complete periods they touched).
+    #[arg(long, env = "PULLSTATS_REFRESH_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub refresh_interval: Duration,
+    /// An export's CSV is cut into download files of about this size (at row ends).
+    #[arg(long, env = "PULLSTATS_EXPORT_PART_SIZE", default_value = "256MiB", value_parser = parse_bytes)]
+    pub export_part_size: u64,
 }
 
 #[derive(Debug, Args)]

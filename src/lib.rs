@@ -29,6 +29,7 @@
 //!   benchmarks.
 //! - [`cmd`]: one module per subcommand; [`cli`] their flags.
 
+pub mod api;
 pub mod cli;
 pub mod cmd;
 pub mod config;

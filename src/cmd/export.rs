@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cli::{ExportArgs, ExportFormat};
-use crate::query::export::{day_rows, statements, Filters, Span, View};
+use crate::query::export::{ExportRequest, Filters, Span, View};
 use crate::query::{self, OutputFormat};
 use crate::table::{self, TableKind};
 
@@ -30,22 +30,15 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
         repositories: args.repositories.clone(),
     };
     let pulls = table::open(&args.table, TableKind::Pulls).await?;
-    let day_rows = if args.view == View::Raw {
-        day_rows(&args.table, &pulls)?
-    } else {
-        Default::default()
+    let request = ExportRequest {
+        view: args.view,
+        span,
+        filters,
+        by: args.by.clone(),
+        trend: (args.granularity, args.group),
+        raw_slice_rows: args.raw_slice_rows,
     };
-    let statements = statements(
-        args.view,
-        &span,
-        &filters,
-        &args.by,
-        (args.granularity, args.group),
-        (&day_rows, args.raw_slice_rows),
-    );
-    tracing::debug!(?statements, "export");
-    let ctx = query::session_over(&args.table, pulls, true).await?;
-    let stream = query::execute_in_order(&ctx, statements).await?;
+    let stream = request.run(&args.table, pulls).await?;
 
     // A file export is written beside its destination and renamed into
     // place once complete: a failed export leaves no partial file behind

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
+use crate::api::data::Catalog;
+use crate::api::keys::Keys;
+use crate::api::{self, Api, ApiConfig};
 use crate::cli::ServeArgs;
 use crate::cmd::ingest::default_dead_letter_path;
 use crate::config;
@@ -29,6 +32,30 @@ pub const DIRECT_STREAM: &str = "notifications";
 const TOKENS_CHECK: Duration = Duration::from_secs(2);
 /// Envelopes waiting for the engine at most (beyond: 503).
 const QUEUE_CAPACITY: usize = 4096;
+/// Where the API keeps generated exports, inside the table directory.
+const EXPORTS_DIR: &str = "_pullstats/exports";
+
+/// Reads the table's new commits every `every` and computes the complete
+/// periods of the last year not yet computed (newest first), until the
+/// task is dropped.
+fn refresh(catalog: Arc<Catalog>, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = catalog.refresh().await {
+                tracing::warn!("the API cannot read the table's new commits: {e}");
+                continue;
+            }
+            match catalog.warm(chrono::Utc::now().date_naive()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(periods = n, "API periods computed"),
+                Err(e) => tracing::warn!("the API cannot compute its periods: {e}"),
+            }
+        }
+    })
+}
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let tokens = Arc::new(Tokens::load(&args.tokens)?);
@@ -51,7 +78,27 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let app = Arc::new(app);
-    let router = serve::router(app.clone(), args.client_timeout);
+    let catalog = Arc::new(Catalog::new(&args.table));
+    // Read before the first request, so that the API never answers from
+    // an empty catalog while the table has data.
+    if let Err(e) = catalog.refresh().await {
+        tracing::warn!("cannot read the table for the API yet: {e}");
+    }
+    let _refresh = refresh(catalog.clone(), args.api.refresh_interval);
+    let keys = Keys::load(args.api.signing_key.as_deref(), &args.table)?;
+    let api = Arc::new(Api::new(
+        app.tokens.clone(),
+        catalog,
+        keys,
+        ApiConfig {
+            link_ttl: args.api.link_ttl,
+            session_ttl: args.api.session_ttl,
+            export_part_bytes: args.api.export_part_size,
+            public_url: args.api.public_url.clone(),
+            export_dir: args.table.join(EXPORTS_DIR),
+        },
+    ));
+    let router = serve::router(app.clone(), api::router(api), args.client_timeout);
     let limits = crate::http::Limits {
         max_connections: args.max_connections,
         header_timeout: args.client_timeout,

@@ -32,7 +32,7 @@ pub enum SpanError {
 }
 
 /// Whole UTC days `[from, to)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Span {
     pub from: NaiveDate,
     pub to: NaiveDate,
@@ -134,7 +134,7 @@ impl Breakdown {
 }
 
 /// Trend points.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
 pub enum Granularity {
     Week,
     Month,
@@ -182,7 +182,7 @@ pub fn parse_last(s: &str) -> Result<u32, String> {
 impl Span {
     /// The span cut into its weeks (from Monday) or calendar months, in
     /// order; a cut that is not at a period's start stays where it is.
-    fn periods(&self, granularity: Granularity) -> Vec<Span> {
+    pub fn periods(&self, granularity: Granularity) -> Vec<Span> {
         let next = |d: NaiveDate| match granularity {
             Granularity::Week => {
                 d.checked_add_days(Days::new(7 - u64::from(d.weekday().num_days_from_monday())))
@@ -391,6 +391,57 @@ pub fn statements(
            max(owner) AS owner \
          FROM pulls WHERE {filter} GROUP BY {keys} ORDER BY {keys}"
     )]
+}
+
+/// One export: a view over a span, as `pullstats export` and the API's
+/// download links run it.
+#[derive(Debug, Clone)]
+pub struct ExportRequest {
+    pub view: View,
+    pub span: Span,
+    pub filters: Filters,
+    pub by: Vec<Breakdown>,
+    pub trend: (Granularity, TrendGroup),
+    pub raw_slice_rows: u64,
+}
+
+impl ExportRequest {
+    /// The plain view (no breakdown) with the default slicing.
+    pub fn view(view: View, span: Span, filters: Filters) -> Self {
+        Self {
+            view,
+            span,
+            filters,
+            by: Vec::new(),
+            trend: (Granularity::Week, TrendGroup::Repository),
+            raw_slice_rows: RAW_SLICE_ROWS,
+        }
+    }
+
+    /// Starts the export over `pulls` (the table at `path`): its rows, in
+    /// order, batch by batch.
+    pub async fn run(
+        &self,
+        path: &Path,
+        pulls: DeltaTable,
+    ) -> Result<datafusion::execution::SendableRecordBatchStream, super::QueryError> {
+        let day_rows = if self.view == View::Raw {
+            day_rows(path, &pulls)?
+        } else {
+            Default::default()
+        };
+        let statements = statements(
+            self.view,
+            &self.span,
+            &self.filters,
+            &self.by,
+            self.trend,
+            (&day_rows, self.raw_slice_rows),
+        );
+        tracing::debug!(?statements, "export");
+        let ctx = super::session_over(path, pulls, true).await?;
+        super::execute_in_order(&ctx, statements).await
+    }
 }
 
 #[cfg(test)]

@@ -264,7 +264,7 @@ pub async fn write_results(
     mut stream: SendableRecordBatchStream,
     format: OutputFormat,
     out: &mut (impl Write + Send),
-    progress: &dyn Fn(u64),
+    progress: &(dyn Fn(u64) + Sync),
 ) -> Result<u64, QueryError> {
     let io = |e: &dyn std::fmt::Display| QueryError::Output(e.to_string());
     let rows;
@@ -326,7 +326,7 @@ pub async fn write_results(
 /// to `progress`; returns the rows seen.
 async fn drain(
     stream: &mut SendableRecordBatchStream,
-    progress: &dyn Fn(u64),
+    progress: &(dyn Fn(u64) + Sync),
     mut write: impl FnMut(&RecordBatch) -> Result<(), String>,
 ) -> Result<u64, QueryError> {
     let mut rows = 0u64;

@@ -134,16 +134,20 @@ impl App {
     }
 }
 
-/// The routes, with the request-level layers: a deadline for a request's
-/// body and for its whole handling, request tracing, and metrics.
-pub fn router(app: Arc<App>, body_timeout: Duration) -> Router {
+/// The routes (the receiver's, and `more`: the API's), with the
+/// request-level layers: a deadline for a request's body and for its whole
+/// handling, compression of answers, request tracing, and metrics.
+pub fn router(app: Arc<App>, more: Router, body_timeout: Duration) -> Router {
     let handling = app.wait + body_timeout + Duration::from_secs(5);
     Router::new()
         .route("/notifications", post(notifications))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
+        .with_state(app.clone())
+        .merge(more)
         .layer(axum::middleware::from_fn_with_state(app.clone(), observe))
+        .layer(tower_http::compression::CompressionLayer::new())
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             body_timeout,
         ))
@@ -152,7 +156,6 @@ pub fn router(app: Arc<App>, body_timeout: Duration) -> Router {
             handling,
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
-        .with_state(app)
 }
 
 /// Counts every answer by matched route and status, with its duration.
@@ -166,6 +169,17 @@ async fn observe(State(app): State<Arc<App>>, request: Request, next: Next) -> R
         Some("/healthz") => "/healthz",
         Some("/readyz") => "/readyz",
         Some("/metrics") => "/metrics",
+        Some(p)
+            if p.starts_with(
+                "/api/publisher/analytics/v1/namespaces/{namespace}/pulls/exports",
+            ) =>
+        {
+            "/api/exports"
+        }
+        Some(p) if p.starts_with("/api/publisher/analytics/v1/downloads") => "/api/downloads",
+        Some(p) if p.starts_with("/api/publisher/analytics/v1") => "/api/series",
+        Some("/v2/users/login") => "/v2/users/login",
+        Some(p) if p.starts_with("/badge/") => "/badge",
         _ => "other",
     };
     let started = Instant::now();

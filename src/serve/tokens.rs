@@ -9,7 +9,15 @@
 //! name = "registry-eu"
 //! sha256 = "<hex sha256 of the secret>"
 //! roles = ["receive"]
-//! namespaces = ["*"]
+//!
+//! [[token]]
+//! name = "acme-dashboard"
+//! sha256 = "<hex sha256 of the secret>"
+//! roles = ["read"]
+//! namespaces = ["acme", "other/tool"]   # a namespace, or one repository of one
+//!
+//! [badges]
+//! repos = ["acme/web"]                   # public pull-count badges
 //! ```
 
 use std::io::Write as _;
@@ -47,7 +55,7 @@ pub enum TokenError {
     },
     #[error("a token named `{0}` exists already")]
     Exists(String),
-    #[error("`{0}` is not a valid {1} (letters, digits, `.`, `_`, `-`, at most 64; namespaces also `*`)")]
+    #[error("`{0}` is not a valid {1} (letters, digits, `.`, `_`, `-`, at most 64; a namespace may also be `*` or `ns/repo`)")]
     Name(String, &'static str),
     #[error("a read token needs --namespace NS (repeatable) or --namespace '*' for all")]
     NoNamespace,
@@ -85,9 +93,18 @@ struct Entry {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct Badges {
+    #[serde(default)]
+    repos: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct File {
     #[serde(default)]
     token: Vec<Entry>,
+    #[serde(default)]
+    badges: Badges,
 }
 
 /// One token as loaded.
@@ -100,10 +117,46 @@ pub struct Token {
 }
 
 impl Token {
-    /// Whether the token may see `namespace`.
+    /// Whether the token may see all of `namespace`.
     pub fn sees(&self, namespace: &str) -> bool {
         self.namespaces.iter().any(|n| n == "*" || n == namespace)
     }
+
+    /// The single repositories of `namespace` the token was granted
+    /// (`namespaces = ["ns/repo"]`), sorted; none when it sees it all.
+    pub fn extra_repos(&self, namespace: &str) -> Vec<String> {
+        if self.sees(namespace) {
+            return Vec::new();
+        }
+        let mut repos: Vec<String> = self
+            .namespaces
+            .iter()
+            .filter_map(|n| n.split_once('/'))
+            .filter(|(ns, _)| *ns == namespace)
+            .map(|(_, repo)| repo.to_owned())
+            .collect();
+        repos.sort();
+        repos.dedup();
+        repos
+    }
+
+    /// Whether the token may see `namespace/repository`.
+    pub fn sees_repo(&self, namespace: &str, repository: &str) -> bool {
+        self.sees(namespace)
+            || self
+                .namespaces
+                .iter()
+                .filter_map(|n| n.split_once('/'))
+                .any(|(ns, repo)| ns == namespace && repo == repository)
+    }
+}
+
+/// What a tokens file holds.
+#[derive(Debug, Default)]
+struct Loaded {
+    tokens: Vec<Token>,
+    /// `(namespace, repository)` with a public badge.
+    badges: Vec<(String, String)>,
 }
 
 /// Why a request is refused.
@@ -113,6 +166,19 @@ pub enum Refusal {
     Unauthenticated,
     /// A valid token without the role: 403.
     Forbidden,
+}
+
+/// `ns/repo` (a repository path may hold further `/`): each part a plain name.
+fn valid_repo_path(s: &str) -> bool {
+    s.len() <= 256
+        && s.split_once('/').is_some_and(|(ns, repo)| {
+            valid_name(ns, false) && repo.split('/').all(|p| valid_name(p, false))
+        })
+}
+
+/// A read token's grant: `*`, a namespace, or `ns/repo`.
+fn valid_scope(s: &str) -> bool {
+    valid_name(s, true) || valid_repo_path(s)
 }
 
 fn valid_name(s: &str, star: bool) -> bool {
@@ -143,7 +209,7 @@ fn sha256(secret: &str) -> [u8; 32] {
 }
 
 /// Parses a tokens file's text (`path` names it in errors).
-fn parse(path: &Path, text: &str) -> Result<Vec<Token>, TokenError> {
+fn parse(path: &Path, text: &str) -> Result<Loaded, TokenError> {
     let invalid = |reason: String| TokenError::Invalid {
         path: path.to_owned(),
         reason,
@@ -166,7 +232,7 @@ fn parse(path: &Path, text: &str) -> Result<Vec<Token>, TokenError> {
         if e.roles.is_empty() {
             return Err(invalid(format!("token `{}` has no roles", e.name)));
         }
-        if let Some(ns) = e.namespaces.iter().find(|n| !valid_name(n, true)) {
+        if let Some(ns) = e.namespaces.iter().find(|n| !valid_scope(n)) {
             return Err(invalid(format!(
                 "token `{}`: namespace `{ns}` is not valid",
                 e.name
@@ -179,10 +245,20 @@ fn parse(path: &Path, text: &str) -> Result<Vec<Token>, TokenError> {
             namespaces: e.namespaces,
         });
     }
-    Ok(tokens)
+    let mut badges = Vec::with_capacity(file.badges.repos.len());
+    for r in file.badges.repos {
+        if !valid_repo_path(&r) {
+            return Err(invalid(format!(
+                "[badges] repos: `{r}` is not a namespace/repository"
+            )));
+        }
+        let (ns, repo) = r.split_once('/').unwrap_or_default();
+        badges.push((ns.to_owned(), repo.to_owned()));
+    }
+    Ok(Loaded { tokens, badges })
 }
 
-fn read(path: &Path) -> Result<Vec<Token>, TokenError> {
+fn read(path: &Path) -> Result<Loaded, TokenError> {
     let text = std::fs::read_to_string(path).map_err(|source| TokenError::Read {
         path: path.to_owned(),
         source,
@@ -207,14 +283,14 @@ fn find<'a>(tokens: &'a [Token], secret: &str) -> Option<&'a Token> {
 /// The tokens in force, re-read when the file changes.
 pub struct Tokens {
     path: PathBuf,
-    current: RwLock<(Fingerprint, Arc<Vec<Token>>)>,
+    current: RwLock<(Fingerprint, Arc<Loaded>)>,
 }
 
 impl Tokens {
     pub fn load(path: &Path) -> Result<Self, TokenError> {
         let fingerprint = fingerprint_files(vec![path.to_owned()]);
         let tokens = read(path)?;
-        if tokens.is_empty() {
+        if tokens.tokens.is_empty() {
             tracing::warn!(path = %path.display(), "the tokens file holds no token: every request will be refused");
         }
         Ok(Self {
@@ -223,22 +299,45 @@ impl Tokens {
         })
     }
 
+    fn loaded(&self) -> Arc<Loaded> {
+        self.current.read().map(|c| c.1.clone()).unwrap_or_default()
+    }
+
     /// The token a request's `Authorization: Bearer …` header names, if it
     /// holds `role`.
     pub fn authorize(&self, header: Option<&str>, role: Role) -> Result<Token, Refusal> {
-        let secret = header
-            .and_then(|h| {
-                let (scheme, rest) = h.trim().split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-            })
+        let secret = bearer(header).ok_or(Refusal::Unauthenticated)?;
+        let loaded = self.loaded();
+        let token = find(&loaded.tokens, secret).ok_or(Refusal::Unauthenticated)?;
+        with_role(token, role)
+    }
+
+    /// The entry named `name` whose secret is `secret` (a login), if it
+    /// holds `role`. The secret is matched as in [`Self::authorize`], then
+    /// the name.
+    pub fn login(&self, name: &str, secret: &str, role: Role) -> Result<Token, Refusal> {
+        let loaded = self.loaded();
+        let token = find(&loaded.tokens, secret)
+            .filter(|t| bool::from(t.name.as_bytes().ct_eq(name.as_bytes())))
             .ok_or(Refusal::Unauthenticated)?;
-        let tokens = self.current.read().map(|c| c.1.clone()).unwrap_or_default();
-        let token = find(&tokens, secret).ok_or(Refusal::Unauthenticated)?;
-        if token.roles.contains(&role) {
-            Ok(token.clone())
-        } else {
-            Err(Refusal::Forbidden)
-        }
+        with_role(token, role)
+    }
+
+    /// The entry named `name` as the file holds it now (a signed session
+    /// token names its entry: revoking the entry revokes the session).
+    pub fn named(&self, name: &str, role: Role) -> Result<Token, Refusal> {
+        let loaded = self.loaded();
+        let token = loaded
+            .tokens
+            .iter()
+            .find(|t| t.name == name)
+            .ok_or(Refusal::Unauthenticated)?;
+        with_role(token, role)
+    }
+
+    /// Repositories with a public badge, as `(namespace, repository)`.
+    pub fn badges(&self) -> Vec<(String, String)> {
+        self.loaded().badges.clone()
     }
 
     /// Re-reads the file if it changed; a file that no longer parses keeps
@@ -251,7 +350,7 @@ impl Tokens {
         }
         match read(&self.path) {
             Ok(tokens) => {
-                tracing::info!(path = %self.path.display(), tokens = tokens.len(), "tokens file re-read");
+                tracing::info!(path = %self.path.display(), tokens = tokens.tokens.len(), badges = tokens.badges.len(), "tokens file re-read");
                 if let Ok(mut c) = self.current.write() {
                     *c = (now, Arc::new(tokens));
                 }
@@ -280,6 +379,20 @@ impl Tokens {
     }
 }
 
+/// The credential of an `Authorization: Bearer …` header.
+pub fn bearer(header: Option<&str>) -> Option<&str> {
+    let (scheme, rest) = header?.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
+fn with_role(token: &Token, role: Role) -> Result<Token, Refusal> {
+    if token.roles.contains(&role) {
+        Ok(token.clone())
+    } else {
+        Err(Refusal::Forbidden)
+    }
+}
+
 /// A new token for `create`.
 pub struct NewToken<'a> {
     pub name: &'a str,
@@ -293,7 +406,7 @@ pub fn create(path: &Path, new: &NewToken<'_>) -> Result<String, TokenError> {
     if !valid_name(new.name, false) {
         return Err(TokenError::Name(new.name.to_owned(), "token name"));
     }
-    if let Some(ns) = new.namespaces.iter().find(|n| !valid_name(n, true)) {
+    if let Some(ns) = new.namespaces.iter().find(|n| !valid_scope(n)) {
         return Err(TokenError::Name(ns.clone(), "namespace"));
     }
     if new.roles.contains(&Role::Read) && new.namespaces.is_empty() {
@@ -309,7 +422,11 @@ pub fn create(path: &Path, new: &NewToken<'_>) -> Result<String, TokenError> {
             })
         }
     };
-    if parse(path, &existing)?.iter().any(|t| t.name == new.name) {
+    if parse(path, &existing)?
+        .tokens
+        .iter()
+        .any(|t| t.name == new.name)
+    {
         return Err(TokenError::Exists(new.name.to_owned()));
     }
     let mut random = [0u8; SECRET_BYTES];
@@ -322,7 +439,7 @@ pub fn create(path: &Path, new: &NewToken<'_>) -> Result<String, TokenError> {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    // Names and namespaces were checked to be plain ([A-Za-z0-9._-] or *):
+    // Names and namespaces were checked to be plain ([A-Za-z0-9._-/] or *):
     // nothing in them needs escaping.
     let mut text = existing;
     if !text.is_empty() && !text.ends_with('\n') {
@@ -443,7 +560,13 @@ mod tests {
             },
         );
         assert!(matches!(again, Err(TokenError::Exists(_))));
-        for (name, ns) in [("../x", "acme"), ("ok", "a\"b"), ("ok", "a/b")] {
+        for (name, ns) in [
+            ("../x", "acme"),
+            ("ok", "a\"b"),
+            ("ok", "a/"),
+            ("ok", "/b"),
+            ("ok", "a//b"),
+        ] {
             let r = create(
                 &path,
                 &NewToken {
@@ -463,8 +586,23 @@ mod tests {
             },
         );
         assert!(matches!(r, Err(TokenError::NoNamespace)));
-        let tokens = read(&path).expect("read");
+        let tokens = read(&path).expect("read").tokens;
         assert!(tokens[0].sees("acme") && !tokens[0].sees("other"));
+        let r = create(
+            &path,
+            &NewToken {
+                name: "r3",
+                roles: &[Role::Read],
+                namespaces: &["other/tool".to_owned(), "other/a/b".to_owned()],
+            },
+        );
+        assert!(r.is_ok(), "{r:?}");
+        let tokens = read(&path).expect("read").tokens;
+        let t = &tokens[1];
+        assert!(!t.sees("other") && t.sees_repo("other", "tool") && t.sees_repo("other", "a/b"));
+        assert!(!t.sees_repo("other", "web") && !t.sees_repo("acme", "tool"));
+        assert_eq!(t.extra_repos("other"), ["a/b", "tool"]);
+        assert!(tokens[0].extra_repos("acme").is_empty());
     }
 
     #[test]

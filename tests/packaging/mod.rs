@@ -2,8 +2,9 @@
 //! that consumes it: shell completions (bash drives them), man pages
 //! (`man -l` renders them without warnings), the systemd units
 //! (`systemd-analyze verify`), the alert rules (`promtool check rules` and
-//! `promtool test rules`). The dashboard is checked against a running
-//! daemon's metrics in `kafka/`.
+//! `promtool test rules`), the nginx front (`nginx -t`, then a real nginx
+//! terminating TLS in front of a running serve). The dashboards are checked
+//! against a running daemon's and serve's metrics in `kafka/` and `serve/`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -173,8 +174,11 @@ pub const DAEMON_QUERIES: [&str; 2] = [
     "grafana/pullstats-daemon.json",
     "prometheus/pullstats-alerts.yml",
 ];
-/// `serve`'s alert rules.
-pub const SERVE_QUERIES: [&str; 1] = ["prometheus/pullstats-serve-alerts.yml"];
+/// `serve`'s dashboard and alert rules.
+pub const SERVE_QUERIES: [&str; 2] = [
+    "grafana/pullstats-serve.json",
+    "prometheus/pullstats-serve-alerts.yml",
+];
 
 /// Every `pullstats_…` series that `files` (under `packaging/`) query.
 pub fn queried_metrics(files: &[&str]) -> Vec<(String, String)> {
@@ -215,4 +219,141 @@ pub fn assert_exported(files: &[&str], metrics: &str, who: &str) {
             "{file} queries {name}, which {who} does not export: {metrics}"
         );
     }
+}
+
+/// nginx, as `packaging/nginx/pullstats-serve.conf` configures it (its
+/// ports, upstream and certificate swapped for the test's), fronts a
+/// running serve with TLS: health, a notification and the API through it,
+/// `/metrics` kept private, plain HTTP redirected.
+#[test]
+fn nginx_terminates_tls_in_front_of_serve() {
+    let nginx = tool("nginx", "nginx");
+    let openssl = tool("openssl", "openssl");
+    let curl = tool("curl", "curl");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    output_ok(
+        Command::new(&openssl)
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args([
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ])
+            .arg("-keyout")
+            .arg(d.join("key.pem"))
+            .arg("-out")
+            .arg(d.join("cert.pem")),
+    );
+    let tokens = d.join("tokens.toml");
+    let receive = crate::serve::token(&tokens, "registry", "receive", &[]);
+    let serve = crate::serve::Serve::start(&d.join("pulls"), &tokens, &[]);
+    let (tls, plain) = (
+        crate::kafka::harness::free_port(),
+        crate::kafka::harness::free_port(),
+    );
+    let site = std::fs::read_to_string(packaging().join("nginx/pullstats-serve.conf"))
+        .expect("nginx conf")
+        .replace(
+            "server 127.0.0.1:8080;",
+            &format!("server 127.0.0.1:{};", serve.port),
+        )
+        .replace("listen 443 ssl;", &format!("listen 127.0.0.1:{tls} ssl;"))
+        .replace("listen [::]:443 ssl;", "")
+        .replace("listen 80;", &format!("listen 127.0.0.1:{plain};"))
+        .replace("listen [::]:80;", "")
+        .replace(
+            "/etc/letsencrypt/live/stats.example.org/fullchain.pem",
+            &d.join("cert.pem").display().to_string(),
+        )
+        .replace(
+            "/etc/letsencrypt/live/stats.example.org/privkey.pem",
+            &d.join("key.pem").display().to_string(),
+        );
+    std::fs::write(d.join("site.conf"), site).expect("site");
+    let p = d.display();
+    let main = format!(
+        "worker_processes 1; daemon off; pid {p}/nginx.pid; error_log {p}/error.log;\n\
+         events {{}}\n\
+         http {{ access_log off; client_body_temp_path {p}/body; proxy_temp_path {p}/proxy;\n\
+           fastcgi_temp_path {p}/fcgi; uwsgi_temp_path {p}/uwsgi; scgi_temp_path {p}/scgi;\n\
+           include {p}/site.conf; }}\n"
+    );
+    std::fs::write(d.join("nginx.conf"), main).expect("main");
+    let nginx_args = |c: &mut Command| {
+        c.arg("-p").arg(d).arg("-c").arg(d.join("nginx.conf"));
+    };
+    let mut check = Command::new(&nginx);
+    nginx_args(&mut check);
+    let (_, stderr) = output_ok(check.arg("-t"));
+    assert!(stderr.contains("test is successful"), "{stderr}");
+    let mut start = Command::new(&nginx);
+    nginx_args(&mut start);
+    // Stopped with `nginx -s stop`, which ends its workers too (a killed
+    // master would leave them running).
+    struct Stop(std::process::Child, Command);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.1.status();
+            let _ = self.0.wait();
+        }
+    }
+    let mut stop = Command::new(&nginx);
+    nginx_args(&mut stop);
+    stop.args(["-s", "stop"]);
+    let started = start
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start nginx");
+    let _nginx = Stop(started, stop);
+    let https = |path: &str, extra: &[&str]| -> String {
+        let out = Command::new(&curl)
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(d.join("cert.pem"))
+            .args(extra)
+            .arg(format!("https://127.0.0.1:{tls}{path}"))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    crate::kafka::harness::wait_until(
+        std::time::Duration::from_secs(20),
+        "nginx to answer",
+        || https("/healthz", &[]) == "200",
+    );
+    let auth = format!("Authorization: Bearer {receive}");
+    let ct = "Content-Type: application/vnd.docker.distribution.events.v1+json";
+    // serve answers through it: 401 without the token, and with it an
+    // envelope without events is dead-lettered (202).
+    let envelope = ["-H", ct, "--data", "{\"events\":[]}"];
+    assert_eq!(https("/notifications", &envelope), "401");
+    assert_eq!(
+        https(
+            "/notifications",
+            &[&["-H", auth.as_str()], &envelope[..]].concat()
+        ),
+        "202"
+    );
+    assert_eq!(https("/api/publisher/analytics/v1/", &[]), "401");
+    assert_eq!(https("/metrics", &[]), "404");
+    let out = Command::new(&curl)
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{redirect_url}",
+        ])
+        .arg(format!("http://127.0.0.1:{plain}/healthz"))
+        .output()
+        .expect("curl");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "301 https://127.0.0.1/healthz"
+    );
 }

@@ -1,0 +1,701 @@
+//! The publisher API of `serve` against a hand-computed fixture: every
+//! endpoint, both groupings and timespans, the 404-equals-404 rule,
+//! 401/403, the login and its limiter, badges, signed links (expired and
+//! tampered), downloads byte-equal to `pullstats export`, and late data in
+//! a closed week.
+//!
+//! The fixture is dated relative to today: two ISO weeks inside the last
+//! complete month, so every period it touches is complete.
+
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{Datelike, Days, Months, NaiveDate};
+use serde_json::{json, Value};
+
+use super::{exchange, token, Serve};
+use crate::helpers::*;
+use crate::kafka::harness::wait_until;
+
+const BASE: &str = "/api/publisher/analytics/v1";
+const DIGEST: &str = "sha256:d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1";
+
+/// The fixture's dates: the last complete month `m`, and the first two
+/// Mondays in it (`wa`, `wb`), whose weeks end inside it.
+struct Dates {
+    m: NaiveDate,
+    wa: NaiveDate,
+    wb: NaiveDate,
+}
+
+fn dates() -> Dates {
+    let today = chrono::Utc::now().date_naive();
+    let this_month = today.with_day(1).expect("day 1");
+    let m = this_month - Months::new(1);
+    let wa = m + Days::new(u64::from((7 - m.weekday().num_days_from_monday()) % 7));
+    Dates {
+        m,
+        wa,
+        wb: wa + Days::new(7),
+    }
+}
+
+fn event(day: NaiveDate, method: &str, repo: &str, reference: &str, ip: u8) -> String {
+    json!({
+        "timestamp": format!("{}T10:00:00.000Z", day.format("%Y-%m-%d")),
+        "method": method,
+        "repository": repo,
+        "reference": reference,
+        "digest": DIGEST,
+        "status": 200,
+        "remote_addr": format!("198.51.100.{ip}"),
+        "user_agent": "containerd/1.7.22",
+    })
+    .to_string()
+}
+
+/// Week A: acme/web pulled by tag from IPs 1, 2, 3 (Tue, Wed, Thu), a
+/// version check from IP 4 (Fri); acme/api pulled by digest from IP 1.
+/// Week B: acme/web by tag from IP 2 twice (Mon, Tue), acme/api by tag
+/// from IP 5, other/tool by tag from IP 9.
+fn fixture(d: &Dates) -> String {
+    let a = |n| d.wa + Days::new(n);
+    let b = |n| d.wb + Days::new(n);
+    [
+        event(a(1), "GET", "acme/web", "1.0", 1),
+        event(a(2), "GET", "acme/web", "1.0", 2),
+        event(a(3), "GET", "acme/web", "1.0", 3),
+        event(a(4), "HEAD", "acme/web", "1.0", 4),
+        event(a(1), "GET", "acme/api", DIGEST, 1),
+        event(b(0), "GET", "acme/web", "1.0", 2),
+        event(b(1), "GET", "acme/web", "1.0", 2),
+        event(b(2), "GET", "acme/api", "2.0", 5),
+        event(b(3), "GET", "other/tool", "1.0", 9),
+    ]
+    .join("\n")
+        + "\n"
+}
+
+/// A GET with headers; the status and the body parsed as JSON (Null when
+/// it is not JSON).
+fn call(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, Value) {
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    let head = format!("{method} {path} HTTP/1.1\r\n{extra}");
+    let (status, text) = exchange(port, &head, body.as_bytes()).expect("serve answers");
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn get_as(port: u16, secret: &str, path: &str) -> (u16, Value) {
+    let auth = format!("Bearer {secret}");
+    call(port, "GET", path, &[("Authorization", &auth)], "")
+}
+
+/// `(start day, repo, pullCount, ipCount, tag, digest, version checks)` of
+/// each row.
+fn rows(answer: &Value) -> Vec<(String, String, u64, u64, u64, u64, u64)> {
+    answer["pulls"]
+        .as_array()
+        .expect("pulls")
+        .iter()
+        .map(|r| {
+            let n = |k: &str| r[k].as_u64().expect(k);
+            (
+                r["start"].as_str().expect("start")[..10].to_owned(),
+                r["repo"].as_str().expect("repo").to_owned(),
+                n("pullCount"),
+                n("ipCount"),
+                n("pullByTagCount"),
+                n("pullByDigestCount"),
+                n("versionCheckCount"),
+            )
+        })
+        .collect()
+}
+
+fn ymd(d: NaiveDate) -> String {
+    d.format("%Y-%m-%d").to_string()
+}
+
+fn start(dir: &Path, extra: &[&str]) -> (Serve, String, String, String, String, Dates) {
+    let d = dates();
+    let events = dir.join("fixture.jsonl");
+    std::fs::write(&events, fixture(&d)).expect("fixture");
+    let table = dir.join("pulls");
+    ingest(&events, &table);
+    let tokens = dir.join("tokens.toml");
+    let acme = token(&tokens, "acme-reader", "read", &["acme"]);
+    let partial = token(&tokens, "partial", "read", &["other/tool", "acme/api"]);
+    let all = token(&tokens, "everything", "read", &["*"]);
+    let receive = token(&tokens, "registry", "receive", &[]);
+    let mut text = std::fs::read_to_string(&tokens).expect("tokens");
+    text.push_str("\n[badges]\nrepos = [\"acme/web\"]\n");
+    std::fs::write(&tokens, text).expect("badges");
+    let mut args = vec!["--refresh-interval", "200ms"];
+    args.extend_from_slice(extra);
+    let serve = Serve::start(&table, &tokens, &args);
+    (serve, acme, partial, all, receive, d)
+}
+
+#[test]
+fn series_and_namespaces_match_the_hand_computed_fixture() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (serve, acme, partial, all, receive, d) = start(dir.path(), &[]);
+    let port = serve.port;
+    let prev = d.m - Months::new(1);
+    let r = |s: NaiveDate, repo: &str, n: [u64; 5]| {
+        (ymd(s), repo.to_owned(), n[0], n[1], n[2], n[3], n[4])
+    };
+
+    let (s, v) = get_as(port, &acme, &format!("{BASE}/"));
+    assert_eq!((s, v), (200, json!({"namespaces": ["acme"]})));
+    let (_, v) = get_as(port, &all, BASE);
+    assert_eq!(v, json!({"namespaces": ["acme", "other"]}));
+    let (_, v) = get_as(port, &partial, &format!("{BASE}/namespaces"));
+    let extra: Vec<(&str, &Value)> = v
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|m| (m["namespace"].as_str().expect("ns"), &m["extraRepos"]))
+        .collect();
+    assert_eq!(
+        extra,
+        [("acme", &json!(["api"])), ("other", &json!(["tool"]))]
+    );
+    let (_, v) = get_as(port, &acme, &format!("{BASE}/namespaces/acme"));
+    assert_eq!(
+        v,
+        json!({"namespace": "acme", "extraRepos": [], "datasets": [{"name": "pulls",
+            "views": ["raw", "summary", "repo-summary", "namespace-summary"],
+            "timespans": ["months", "weeks"]}]})
+    );
+
+    // Defaults: months, the last 2, per repository.
+    let (_, v) = get_as(port, &acme, &format!("{BASE}/namespaces/acme/pulls"));
+    assert_eq!(
+        rows(&v),
+        [
+            r(prev, "api", [0; 5]),
+            r(prev, "web", [0; 5]),
+            r(d.m, "api", [2, 2, 1, 1, 0]),
+            r(d.m, "web", [5, 4, 5, 0, 1]),
+        ]
+    );
+    let row = &v["pulls"][2];
+    assert_eq!(row["namespace"], "acme");
+    assert_eq!(row["country"], "");
+    let last = (d.m + Months::new(1)) - Days::new(1);
+    assert_eq!(row["end"], format!("{}T00:00:00Z", ymd(last)));
+
+    // The namespace's unique IPs are those of the union, not a sum.
+    let (_, v) = get_as(
+        port,
+        &acme,
+        &format!("{BASE}/namespaces/acme/pulls?group=namespace&period=last-3-months"),
+    );
+    let month = rows(&v).pop().expect("a month");
+    assert_eq!(month, r(d.m, "", [7, 5, 6, 1, 1]));
+    assert_eq!(rows(&v).len(), 3);
+
+    // Weeks: the two of the fixture among the last 3 months' weeks.
+    let weeks = format!("{BASE}/namespaces/acme/pulls?timespan=weeks&period=last-3-months");
+    let (_, v) = get_as(port, &acme, &weeks);
+    let with_data: Vec<_> = rows(&v).into_iter().filter(|r| r.2 + r.6 > 0).collect();
+    assert_eq!(
+        with_data,
+        [
+            r(d.wa, "api", [1, 1, 0, 1, 0]),
+            r(d.wa, "web", [3, 4, 3, 0, 1]),
+            r(d.wb, "api", [1, 1, 1, 0, 0]),
+            r(d.wb, "web", [2, 1, 2, 0, 0]),
+        ]
+    );
+    assert!(rows(&v).iter().all(|r| {
+        let day = NaiveDate::parse_from_str(&r.0, "%Y-%m-%d").expect("day");
+        day.weekday() == chrono::Weekday::Mon
+    }));
+    let (_, v) = get_as(port, &acme, &format!("{weeks}&group=namespace"));
+    let with_data: Vec<_> = rows(&v).into_iter().filter(|r| r.2 + r.6 > 0).collect();
+    assert_eq!(
+        with_data,
+        [r(d.wa, "", [4, 4, 3, 1, 1]), r(d.wb, "", [3, 2, 3, 0, 0])]
+    );
+
+    // One repository; several at once (what cannot be seen is left out).
+    let (_, v) = get_as(
+        port,
+        &acme,
+        &format!("{BASE}/namespaces/acme/repos/web/pulls"),
+    );
+    assert_eq!(rows(&v).last(), Some(&r(d.m, "web", [5, 4, 5, 0, 1])));
+    let (s, v) = get_as(
+        port,
+        &acme,
+        &format!("{BASE}/repos/pulls?repos=acme/api&repos=other/tool&repos=acme/none"),
+    );
+    assert_eq!(s, 200);
+    let keys: Vec<&String> = v["repos"].as_object().expect("repos").keys().collect();
+    assert_eq!(keys, ["acme/api"]);
+    assert_eq!(
+        rows(&v["repos"]["acme/api"]).last(),
+        Some(&r(d.m, "api", [2, 2, 1, 1, 0]))
+    );
+    let many: String = (0..51).map(|i| format!("repos=acme/r{i}&")).collect();
+    let (s, v) = get_as(port, &acme, &format!("{BASE}/repos/pulls?{many}"));
+    assert_eq!((s, v["parameter"].as_str()), (400, Some("repos")));
+
+    // A token granted single repositories: its namespace total is theirs.
+    let (_, v) = get_as(
+        port,
+        &partial,
+        &format!("{BASE}/namespaces/acme/pulls?group=namespace"),
+    );
+    assert_eq!(rows(&v).last(), Some(&r(d.m, "", [2, 2, 1, 1, 0])));
+    let (_, v) = get_as(port, &partial, &format!("{BASE}/namespaces/acme/pulls"));
+    assert!(rows(&v).iter().all(|r| r.1 == "api"));
+
+    // Bad values name their parameter.
+    for (q, name) in [
+        ("timespan=days", "timespan"),
+        ("period=last-5-months", "period"),
+        ("group=tag", "group"),
+    ] {
+        let (s, v) = get_as(port, &acme, &format!("{BASE}/namespaces/acme/pulls?{q}"));
+        assert_eq!((s, v["parameter"].as_str()), (400, Some(name)), "{q}");
+    }
+
+    // 404 is 404: another's namespace, a missing one, a missing repository,
+    // a repository granted to nobody here, all alike.
+    let not_found = get_as(port, &acme, &format!("{BASE}/namespaces/nothing"));
+    assert_eq!(not_found.0, 404);
+    for path in [
+        format!("{BASE}/namespaces/other"),
+        format!("{BASE}/namespaces/other/pulls"),
+        format!("{BASE}/namespaces/acme/repos/none/pulls"),
+        format!("{BASE}/namespaces/other/repos/tool/pulls"),
+        format!("{BASE}/namespaces/other/pulls/exports/years"),
+    ] {
+        assert_eq!(get_as(port, &acme, &path), not_found, "{path}");
+    }
+    let (s, _) = get_as(
+        port,
+        &partial,
+        &format!("{BASE}/namespaces/acme/repos/web/pulls"),
+    );
+    assert_eq!(s, 404);
+
+    // 401 without a token or with a bad one; 403 for a token without `read`.
+    let (s, _) = call(port, "GET", BASE, &[], "");
+    assert_eq!(s, 401);
+    assert_eq!(get_as(port, "pst_not-a-token", BASE).0, 401);
+    assert_eq!(get_as(port, &receive, BASE).0, 403);
+
+    // The served OpenAPI document is the committed one.
+    let (s, served) = call(port, "GET", &format!("{BASE}/openapi.json"), &[], "");
+    let committed: Value = serde_json::from_str(include_str!("../../schemas/openapi.json"))
+        .expect("schemas/openapi.json");
+    assert_eq!((s, served), (200, committed));
+}
+
+#[test]
+fn login_sessions_the_limiter_and_badges() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (serve, acme, _, _, _, _) = start(dir.path(), &[]);
+    let port = serve.port;
+    let json_ct = [("Content-Type", "application/json")];
+    let login = |name: &str, secret: &str| {
+        let body = json!({"username": name, "password": secret}).to_string();
+        call(port, "POST", "/v2/users/login", &json_ct, &body)
+    };
+    let (s, v) = login("acme-reader", &acme);
+    assert_eq!(s, 200, "{v}");
+    let jwt = v["token"].as_str().expect("token").to_owned();
+    assert_eq!(
+        get_as(port, &jwt, BASE),
+        (200, json!({"namespaces": ["acme"]}))
+    );
+    // A session is its entry's: a tampered one is refused.
+    // (A character inside the signature: the last one may hold only
+    // padding bits.)
+    let at = jwt.rfind('.').expect("three parts") + 2;
+    let mut tampered = jwt.clone();
+    let was = tampered.remove(at);
+    tampered.insert(at, if was == 'A' { 'B' } else { 'A' });
+    assert_eq!(get_as(port, &tampered, BASE).0, 401);
+    // The right secret under another name is no login.
+    let (s, v) = login("registry", &acme);
+    assert_eq!(s, 401);
+    assert!(v["detail"].is_string());
+    for _ in 0..3 {
+        assert_eq!(login("acme-reader", "wrong").0, 401);
+    }
+    let (s, _) = call(port, "POST", "/v2/users/login", &json_ct, "not json");
+    assert_eq!(s, 401);
+    // Five failures: the next attempt is refused, even with the right secret.
+    assert_eq!(login("acme-reader", &acme).0, 429);
+
+    let (s, v) = call(port, "GET", "/badge/acme/web.json", &[], "");
+    assert_eq!(
+        (s, v),
+        (
+            200,
+            json!({"schemaVersion": 1, "label": "pulls", "message": "5", "color": "blue"})
+        )
+    );
+    let (s, text) = super::get(port, "/badge/acme/web.svg").expect("svg");
+    assert_eq!(s, 200);
+    assert!(text.starts_with("<svg") && text.contains(">5<"), "{text}");
+    for path in [
+        "/badge/acme/api.json",
+        "/badge/acme/web.png",
+        "/badge/nothing/x.svg",
+    ] {
+        assert_eq!(super::get(port, path).map(|a| a.0), Some(404), "{path}");
+    }
+}
+
+/// The download links of one export, fetched: each part's body.
+fn download_parts(port: u16, secret: &str, path: &str) -> Vec<(String, String)> {
+    let (s, v) = get_as(port, secret, path);
+    assert_eq!(s, 200, "{path}: {v}");
+    v["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|link| {
+            let url = link["url"].as_str().expect("url");
+            let path = url
+                .split_once("127.0.0.1")
+                .map(|(_, p)| p)
+                .expect("our host");
+            let path = path.trim_start_matches(|c: char| c == ':' || c.is_ascii_digit());
+            let (s, body) = super::get(port, path).expect("download");
+            assert_eq!(s, 200, "{path}");
+            assert_eq!(link["size"].as_u64(), Some(body.len() as u64));
+            (path.to_owned(), body)
+        })
+        .collect()
+}
+
+/// The parts as one CSV: each part's header dropped but the first's.
+fn joined(parts: &[(String, String)]) -> String {
+    let mut out = String::new();
+    for (i, (_, body)) in parts.iter().enumerate() {
+        let header_end = body.find('\n').map_or(0, |n| n + 1);
+        out.push_str(if i == 0 { body } else { &body[header_end..] });
+    }
+    out
+}
+
+#[test]
+fn exports_list_complete_periods_and_links_give_the_export_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (serve, acme, partial, _, _, d) = start(
+        dir.path(),
+        &["--export-part-size", "300", "--link-ttl", "3s"],
+    );
+    let port = serve.port;
+    let table = dir.path().join("pulls");
+    let years = format!("{BASE}/namespaces/acme/pulls/exports/years");
+    let (year, week_a, week_b) = (d.m.year(), d.wa.iso_week().week(), d.wb.iso_week().week());
+    assert_eq!(
+        get_as(port, &acme, &years).1,
+        json!({"years": [{"year": year}]})
+    );
+    assert_eq!(
+        get_as(port, &acme, &format!("{years}/{year}/weeks")).1,
+        json!({"weeks": [{"week": week_a}, {"week": week_b}]})
+    );
+    assert_eq!(
+        get_as(port, &acme, &format!("{years}/{year}/months")).1,
+        json!({"months": [{"month": d.m.month()}]})
+    );
+    assert_eq!(
+        get_as(
+            port,
+            &acme,
+            &format!("{years}/{year}/months/{}", d.m.month())
+        )
+        .1,
+        json!({"month": d.m.month()})
+    );
+    // A period outside the data, a year without data, the current
+    // (incomplete) month: the same 404.
+    let not_found = get_as(port, &acme, &format!("{BASE}/namespaces/nothing"));
+    let this_month = chrono::Utc::now().date_naive();
+    for path in [
+        format!(
+            "{years}/{year}/weeks/{}",
+            if week_a > 1 { week_a - 1 } else { 40 }
+        ),
+        format!("{years}/1999/months/1"),
+        format!(
+            "{years}/{}/months/{}",
+            this_month.year(),
+            this_month.month()
+        ),
+        format!("{BASE}/namespaces/other/pulls/exports/years/{year}/weeks/{week_b}/summary"),
+    ] {
+        assert_eq!(get_as(port, &acme, &path), not_found, "{path}");
+    }
+    let (s, v) = get_as(port, &acme, &format!("{years}/{year}/days"));
+    assert_eq!((s, v["parameter"].as_str()), (400, Some("timespan")));
+    let (s, v) = get_as(port, &acme, &format!("{years}/{year}/weeks/{week_a}/pivot"));
+    assert_eq!((s, v["parameter"].as_str()), (400, Some("view")));
+
+    // Each view's parts, headers dropped after the first, are the export.
+    let iso = format!("{}-W{week_a:02}", d.wa.iso_week().year());
+    for view in ["raw", "summary", "repo-summary", "namespace-summary"] {
+        let parts = download_parts(
+            port,
+            &acme,
+            &format!("{years}/{year}/weeks/{week_a}/{view}"),
+        );
+        let want = export(
+            &table,
+            &["--week", &iso, "--view", view, "--namespace", "acme"],
+        );
+        assert_eq!(joined(&parts), want, "{view}");
+        if view == "raw" {
+            assert!(parts.len() > 1, "300-byte parts: the raw week is cut");
+        }
+    }
+    // A token granted one repository gets that repository's rows only.
+    let month = d.m.month();
+    let parts = download_parts(
+        port,
+        &partial,
+        &format!("{years}/{year}/months/{month}/summary"),
+    );
+    let want = export(
+        &table,
+        &[
+            "--month",
+            &d.m.format("%Y-%m").to_string(),
+            "--view",
+            "summary",
+            "--repository",
+            "acme/api",
+        ],
+    );
+    assert_eq!(joined(&parts), want);
+
+    // Altered links are refused; after --link-ttl, so is the link itself.
+    let (s, v) = get_as(
+        port,
+        &acme,
+        &format!("{years}/{year}/weeks/{week_a}/summary"),
+    );
+    assert_eq!(s, 200);
+    let url = v["data"][0]["url"].as_str().expect("url");
+    let path = &url[url.find(BASE).expect("base")..];
+    let tampered_sig = {
+        let mut p = path.to_owned();
+        let last = p.pop().expect("signature");
+        p.push(if last == '0' { '1' } else { '0' });
+        p
+    };
+    let later = path.replace("expires=", "expires=9");
+    let (file_part, query) = path.split_once('?').expect("query");
+    let other_file = format!("{}?{query}", file_part.replace("-1.csv", "-2.csv"));
+    for p in [tampered_sig.as_str(), later.as_str(), other_file.as_str()] {
+        assert_eq!(super::get(port, p).map(|a| a.0), Some(403), "{p}");
+    }
+    assert_eq!(super::get(port, path).map(|a| a.0), Some(200));
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(super::get(port, path).map(|a| a.0), Some(403));
+    let (s, _) = call(
+        port,
+        "GET",
+        &format!("{BASE}/downloads/..%2Fsigning-key?expires=1&signature=00"),
+        &[],
+        "",
+    );
+    assert_eq!(s, 404);
+}
+
+#[test]
+fn late_data_in_a_closed_week_is_counted_once_committed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (serve, acme, _, _, _, d) = start(dir.path(), &[]);
+    let port = serve.port;
+    let weeks =
+        format!("{BASE}/namespaces/acme/pulls?timespan=weeks&period=last-3-months&group=namespace");
+    let week_a = |v: &Value| {
+        rows(v)
+            .into_iter()
+            .find(|r| r.0 == ymd(d.wa))
+            .map(|r| (r.2, r.3))
+    };
+    assert_eq!(week_a(&get_as(port, &acme, &weeks).1), Some((4, 4)));
+    // A late pull by a new IP on week A's Saturday, committed by another writer.
+    let late = dir.path().join("late.jsonl");
+    std::fs::write(
+        &late,
+        event(d.wa + Days::new(5), "GET", "acme/web", "1.0", 7) + "\n",
+    )
+    .expect("late event");
+    ingest(&late, &dir.path().join("pulls"));
+    wait_until(
+        Duration::from_secs(30),
+        "the API to count the late pull",
+        || week_a(&get_as(port, &acme, &weeks).1) == Some((5, 5)),
+    );
+    // The month moved too, and an all-time badge count would as well.
+    let (_, v) = get_as(
+        port,
+        &acme,
+        &format!("{BASE}/namespaces/acme/pulls?group=namespace"),
+    );
+    assert_eq!(rows(&v).last().map(|r| (r.2, r.3)), Some((8, 6)));
+}
+
+/// `(namespace, repository or "")` → `[pulls, unique IPs, tag, digest,
+/// version checks]`, from an export CSV (repo-summary or
+/// namespace-summary).
+fn export_counts(
+    csv: &str,
+    per_repo: bool,
+) -> std::collections::BTreeMap<(String, String), [u64; 5]> {
+    csv.lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let (key, at) = if per_repo {
+                ((f[0].to_owned(), f[1].to_owned()), 2)
+            } else {
+                ((f[0].to_owned(), String::new()), 1)
+            };
+            let n = |i: usize| f[at + i].parse::<u64>().expect("count");
+            (key, [n(1) + n(2), n(0), n(1), n(2), n(3)])
+        })
+        .collect()
+}
+
+/// The series equal a scan: over generated tables (two seeds), every
+/// complete week with data, per repository and per namespace, is what
+/// `pullstats export` computes from the table for that week.
+#[test]
+fn series_equal_a_scan_of_generated_tables() {
+    for seed in ["3", "11"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dates();
+        let (events, _) = generate(
+            dir.path(),
+            "e.jsonl",
+            &[
+                "--events",
+                "4000",
+                "--seed",
+                seed,
+                "--start",
+                &ymd(d.m),
+                "--days",
+                "27",
+            ],
+        );
+        let table = dir.path().join("pulls");
+        ingest(&events, &table);
+        let tokens = dir.path().join("tokens.toml");
+        let all = token(&tokens, "everything", "read", &["*"]);
+        let serve = Serve::start(&table, &tokens, &["--refresh-interval", "200ms"]);
+        let (_, v) = get_as(serve.port, &all, BASE);
+        let namespaces: Vec<String> = v["namespaces"]
+            .as_array()
+            .expect("namespaces")
+            .iter()
+            .map(|n| n.as_str().expect("name").to_owned())
+            .collect();
+        assert!(namespaces.len() > 1, "generated traffic spans namespaces");
+        let today = chrono::Utc::now().date_naive();
+        let days = sql_rows(&table, "SELECT DISTINCT action_day FROM pulls");
+        let mut weeks: Vec<NaiveDate> = days
+            .iter()
+            .skip(1)
+            .map(|r| NaiveDate::parse_from_str(&r[0], "%Y-%m-%d").expect("day"))
+            .map(|d| d - Days::new(u64::from(d.weekday().num_days_from_monday())))
+            .filter(|monday| *monday + Days::new(7) <= today)
+            .collect();
+        weeks.sort();
+        weeks.dedup();
+        assert!(weeks.len() >= 3, "{weeks:?}");
+        for (group, per_repo, view) in [
+            ("repo", true, "repo-summary"),
+            ("namespace", false, "namespace-summary"),
+        ] {
+            let mut api: std::collections::BTreeMap<
+                String,
+                std::collections::BTreeMap<(String, String), [u64; 5]>,
+            > = Default::default();
+            for ns in &namespaces {
+                let path = format!(
+                    "{BASE}/namespaces/{ns}/pulls?timespan=weeks&period=last-3-months&group={group}"
+                );
+                let (s, v) = get_as(serve.port, &all, &path);
+                assert_eq!(s, 200, "{path}");
+                for r in rows(&v).into_iter().filter(|r| r.2 + r.6 > 0) {
+                    api.entry(r.0.clone())
+                        .or_default()
+                        .insert((ns.clone(), r.1.clone()), [r.2, r.3, r.4, r.5, r.6]);
+                }
+            }
+            for monday in &weeks {
+                let iso = format!(
+                    "{}-W{:02}",
+                    monday.iso_week().year(),
+                    monday.iso_week().week()
+                );
+                let want =
+                    export_counts(&export(&table, &["--week", &iso, "--view", view]), per_repo);
+                let got = api.remove(&ymd(*monday)).unwrap_or_default();
+                assert_eq!(got, want, "seed {seed}, {group}, week {iso}");
+            }
+            assert!(
+                api.is_empty(),
+                "no week with data beyond the table's: {api:?}"
+            );
+        }
+    }
+}
+
+/// schemathesis (from the venv `.ci/test` makes) against the served
+/// OpenAPI document, with a token that sees the fixture: no 5xx, and every
+/// status, content type, header and body as the document says. Bounded:
+/// a fixed seed, few examples per operation, a time budget.
+#[test]
+fn schemathesis_finds_every_answer_as_documented() {
+    let python = venv_python();
+    let schemathesis = python.with_file_name("schemathesis");
+    if !schemathesis.is_file() {
+        missing_tool("this test needs schemathesis in the venv; `bash .ci/test` installs it");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (serve, _, _, all, _, _) = start(dir.path(), &[]);
+    let out = run(std::process::Command::new(&schemathesis)
+        .args(["run", &format!("http://127.0.0.1:{}{BASE}/openapi.json", serve.port)])
+        .args(["-H", &format!("Authorization: Bearer {all}")])
+        .args([
+            "--checks",
+            "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance",
+            "--max-examples",
+            "15",
+            "--max-time",
+            "60",
+            "--workers",
+            "2",
+            "--seed",
+            "1",
+            "--no-color",
+        ])
+        .env("SCHEMATHESIS_HOOKS", "")
+        .current_dir(dir.path()));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "schemathesis found problems:\n{text}");
+    assert!(text.contains("passed"), "{text}");
+}
