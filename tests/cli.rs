@@ -475,7 +475,13 @@ fn demo_prints_commands_that_run_as_printed() {
     let (_, tail) = out
         .split_once("Try:\n")
         .expect("the demo suggests commands");
-    let commands: Vec<&str> = tail.lines().filter_map(|l| l.strip_prefix("  ")).collect();
+    // The commands to try, up to the dashboard's (a server: run by the
+    // serve tests, see `the_demo_prints_a_serve_command_that_shows_its_week`).
+    let commands: Vec<&str> = tail
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.strip_prefix("  "))
+        .collect();
     assert!(commands.len() >= 3, "{out}");
     for command in commands {
         assert!(

@@ -18,7 +18,7 @@ use std::sync::{Arc, RwLock};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::Int64Type;
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use deltalake::DeltaTable;
 use futures::TryStreamExt;
 
@@ -61,6 +61,24 @@ pub struct PeriodData {
 pub struct Period {
     pub granularity: Granularity,
     pub span: Span,
+}
+
+impl Period {
+    /// A whole week (Monday to Sunday) or calendar month, not a part of one
+    /// cut by a custom range.
+    pub fn is_complete(&self) -> bool {
+        // A month is at most 31 days: the first period of 32 days from
+        // `from` is the whole week or month that starts there.
+        let whole = Span {
+            from: self.span.from,
+            to: self.span.from + chrono::Days::new(32),
+        };
+        let starts = match self.granularity {
+            Granularity::Week => self.span.from.weekday() == chrono::Weekday::Mon,
+            Granularity::Month => self.span.from.day() == 1,
+        };
+        starts && whole.periods(self.granularity).first() == Some(&self.span)
+    }
 }
 
 type PartialKey = (Period, String, Vec<String>);
@@ -280,14 +298,29 @@ impl Catalog {
         Ok(out)
     }
 
-    async fn run(&self, t: &DeltaTable, sql: &str) -> Result<Vec<RecordBatch>, DataError> {
+    pub(super) async fn run(
+        &self,
+        t: &DeltaTable,
+        sql: &str,
+    ) -> Result<Vec<RecordBatch>, DataError> {
         let ctx = query::session_over(&self.path, t.clone(), false).await?;
         let stream = query::execute(&ctx, sql).await?;
         Ok(stream.try_collect().await?)
     }
 
-    /// The aggregates of a complete period, computed when missing or stale.
+    /// The aggregates of a period, computed when missing or stale. Only
+    /// complete periods are kept (a custom range's partial ends are computed
+    /// at each request, so what is kept is bounded by the table's history).
     pub async fn period(&self, period: Period) -> Result<Arc<PeriodData>, DataError> {
+        if !period.is_complete() {
+            let Some(t) = self.table().await else {
+                return Ok(Arc::default());
+            };
+            return Ok(Arc::new(PeriodData {
+                fingerprint: Vec::new(),
+                namespaces: self.aggregate(&t, &period.span, None).await?,
+            }));
+        }
         if let Some(p) = self.cached(&period) {
             return Ok(p);
         }
@@ -347,8 +380,10 @@ impl Catalog {
             .remove(namespace)
             .map(|n| n.total)
             .unwrap_or_default();
-        if let Ok(mut p) = self.partials.write() {
-            p.insert(key, (fingerprint, counts));
+        if period.is_complete() {
+            if let Ok(mut p) = self.partials.write() {
+                p.insert(key, (fingerprint, counts));
+            }
         }
         Ok(counts)
     }
@@ -436,14 +471,39 @@ impl Catalog {
 }
 
 /// A text column as plain UTF-8 (partition columns come dictionary-encoded).
-fn strings(b: &RecordBatch, i: usize) -> Result<arrow::array::StringArray, DataError> {
+pub(super) fn strings(b: &RecordBatch, i: usize) -> Result<arrow::array::StringArray, DataError> {
     let column = arrow::compute::cast(b.column(i), &arrow::datatypes::DataType::Utf8)
         .map_err(|e| DataError::Shape(format!("column {i} is not text: {e}")))?;
     Ok(column.as_string::<i32>().clone())
 }
 
-fn ints(b: &RecordBatch, i: usize) -> Result<&arrow::array::Int64Array, DataError> {
+pub(super) fn ints(b: &RecordBatch, i: usize) -> Result<&arrow::array::Int64Array, DataError> {
     b.column(i)
         .as_primitive_opt::<Int64Type>()
         .ok_or_else(|| DataError::Shape(format!("column {i} is not BIGINT")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn period(granularity: Granularity, from: &str, to: &str) -> Period {
+        Period {
+            granularity,
+            span: Span::days(from, to).expect("span"),
+        }
+    }
+
+    #[test]
+    fn only_whole_weeks_and_months_are_complete() {
+        use Granularity::{Month, Week};
+        assert!(period(Week, "2026-11-30", "2026-12-07").is_complete());
+        assert!(period(Month, "2026-02-01", "2026-03-01").is_complete());
+        assert!(period(Month, "2026-12-01", "2027-01-01").is_complete());
+        // A custom range's cut ends.
+        assert!(!period(Week, "2026-12-01", "2026-12-07").is_complete());
+        assert!(!period(Week, "2026-11-30", "2026-12-03").is_complete());
+        assert!(!period(Month, "2026-11-15", "2026-12-01").is_complete());
+        assert!(!period(Month, "2026-11-01", "2026-11-20").is_complete());
+    }
 }

@@ -28,8 +28,8 @@ use tower::ServiceExt as _;
 use super::data::Days as TableDays;
 use super::keys::LinkRefusal;
 use super::series::timespan;
-use super::{query_pairs, sight, Api, ApiError, NamespaceSight, BASE};
-use crate::query::export::{ExportRequest, Filters, Granularity, Span, View};
+use super::{query_pairs, sight, sql_filters, Api, ApiError, NamespaceSight, BASE};
+use crate::query::export::{ExportRequest, Granularity, Span, View};
 use crate::query::{self, OutputFormat};
 
 /// Kept files are removed this long after their links were last handed
@@ -233,14 +233,7 @@ pub(super) async fn links(
     let seen = sight.namespace(&namespace)?;
     let (_, p) = find(&days, &namespace, seen, (&y, &ts, &n))?;
     let view = view(&v)?;
-    let filters = Filters {
-        namespaces: vec![namespace.clone()],
-        repositories: seen
-            .extra_repos()
-            .iter()
-            .map(|r| format!("{namespace}/{r}"))
-            .collect(),
-    };
+    let filters = sql_filters(&namespace, &seen.extra_repos());
     let request = ExportRequest::view(view, p.span, filters);
     let key = cache_key(&request, &days.fingerprint(&p.span));
     // Generated in a task of its own: a client that gives up does not

@@ -21,9 +21,11 @@
 pub mod badge;
 pub mod data;
 mod exports;
+mod insights;
 pub mod keys;
 mod login;
 mod series;
+mod web;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -202,6 +204,16 @@ fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
     .unwrap_or_default()
 }
 
+/// The SQL filter of one namespace, or of some of its repositories (all
+/// when `repos` is empty). Names reach it only once found in the table's
+/// data (a sight), and as quoted literals.
+fn sql_filters(namespace: &str, repos: &[String]) -> crate::query::export::Filters {
+    crate::query::export::Filters {
+        namespaces: vec![namespace.to_owned()],
+        repositories: repos.iter().map(|r| format!("{namespace}/{r}")).collect(),
+    }
+}
+
 /// What a token sees of the data: namespace → the repositories with data
 /// it may see, and whether it sees the whole namespace.
 #[derive(Debug, Default)]
@@ -282,6 +294,18 @@ pub fn router<S: Clone + Send + Sync + 'static>(api: Arc<Api>) -> Router<S> {
             get(series::repo_pulls),
         )
         .route(&format!("{BASE}/repos/pulls"), get(series::repos_pulls))
+        .route(
+            &format!("{BASE}/namespaces/{{namespace}}/repositories"),
+            get(insights::repositories),
+        )
+        .route(
+            &format!("{BASE}/namespaces/{{namespace}}/breakdowns"),
+            get(insights::breakdowns),
+        )
+        .route(
+            &format!("{BASE}/namespaces/{{namespace}}/references"),
+            get(insights::references),
+        )
         .route(&exports, get(exports::years))
         .route(
             &format!("{exports}/{{year}}/{{timespan}}"),
@@ -301,6 +325,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(api: Arc<Api>) -> Router<S> {
         )
         .route("/v2/users/login", post(login))
         .route("/badge/{namespace}/{*file}", get(badge))
+        .merge(web::routes())
         .with_state(api)
 }
 

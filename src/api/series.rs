@@ -26,26 +26,36 @@ enum Group {
     Namespace,
 }
 
+/// The longest custom range (`from`/`to`), in days.
+pub const MAX_DAYS: i64 = 400;
+
 /// The query parameters of a series, with the hosted API's defaults:
-/// `timespan=months`, `period=last-2-months`, `group=repo`.
+/// `timespan=months`, `period=last-2-months`, `group=repo`; `from` and
+/// `to` (days, `to` excluded) replace `period` by a custom range whose
+/// first and last periods may be partial.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Params {
-    granularity: Granularity,
+pub(super) struct Params {
+    pub granularity: Granularity,
     months: u32,
     group: Group,
+    custom: Option<Span>,
 }
 
 impl Params {
     /// Unknown parameters are ignored (as the hosted API does); a known one
     /// with a bad value is a 400 naming it.
-    fn parse(pairs: &[(String, String)]) -> Result<Self, ApiError> {
+    pub fn parse(pairs: &[(String, String)]) -> Result<Self, ApiError> {
         let mut p = Params {
             granularity: Granularity::Month,
             months: 2,
             group: Group::Repo,
+            custom: None,
         };
+        let (mut from, mut to) = (None, None);
         for (k, v) in pairs {
             match k.as_str() {
+                "from" => from = Some(v.as_str()),
+                "to" => to = Some(v.as_str()),
                 "timespan" => p.granularity = timespan(v)?,
                 "period" => {
                     p.months = match v.as_str() {
@@ -76,12 +86,25 @@ impl Params {
                 _ => {}
             }
         }
+        p.custom = match (from, to) {
+            (None, None) => None,
+            (Some(from), Some(to)) => Some(custom(from, to)?),
+            (None, Some(_)) => return Err(ApiError::bad("from", "from is required with to")),
+            (Some(_), None) => return Err(ApiError::bad("to", "to is required with from")),
+        };
         Ok(p)
     }
 
-    /// The complete periods the series covers, oldest first.
+    /// The days covered: the custom range, or the complete periods of the
+    /// last `period` months.
+    pub fn span(&self, today: NaiveDate) -> Span {
+        self.custom
+            .unwrap_or_else(|| Span::trailing(self.granularity, self.months, today))
+    }
+
+    /// The periods the series covers, oldest first.
     fn periods(&self, today: NaiveDate) -> Vec<Period> {
-        Span::trailing(self.granularity, self.months, today)
+        self.span(today)
             .periods(self.granularity)
             .into_iter()
             .map(|span| Period {
@@ -90,6 +113,33 @@ impl Params {
             })
             .collect()
     }
+}
+
+/// A custom range: `from` and `to` are days, `to` excluded, at most
+/// [`MAX_DAYS`] apart.
+fn custom(from: &str, to: &str) -> Result<Span, ApiError> {
+    // Exactly YYYY-MM-DD (chrono alone also takes `2026-1-2`).
+    for (parameter, text) in [("from", from), ("to", to)] {
+        let exact = NaiveDate::parse_from_str(text, "%Y-%m-%d")
+            .is_ok_and(|d| d.format("%Y-%m-%d").to_string() == text);
+        if !exact {
+            return Err(ApiError::bad(
+                parameter,
+                format!("{parameter} must be a day like 2026-11-30, not `{text}`"),
+            ));
+        }
+    }
+    let span = Span::days(from, to).map_err(|e| ApiError::bad("to", e.to_string()))?;
+    if span.len_days() > MAX_DAYS {
+        return Err(ApiError::bad(
+            "to",
+            format!(
+                "a range is at most {MAX_DAYS} days, not {}",
+                span.len_days()
+            ),
+        ));
+    }
+    Ok(span)
 }
 
 /// `weeks` or `months` (a query parameter or a path segment).
@@ -145,7 +195,7 @@ fn row(period: &Period, namespace: &str, repo: &str, c: Counts) -> PullModel {
     }
 }
 
-fn today() -> NaiveDate {
+pub(super) fn today() -> NaiveDate {
     chrono::Utc::now().date_naive()
 }
 
@@ -220,6 +270,26 @@ pub(super) async fn repo_pulls(
     Ok(Json(json!({ "pulls": pulls })).into_response())
 }
 
+/// The values of `repos=` (repeatable, or comma-separated), sorted and
+/// deduplicated; more than [`MAX_REPOS`] is a 400.
+pub(super) fn asked_repos(pairs: &[(String, String)]) -> Result<Vec<&str>, ApiError> {
+    let mut asked: Vec<&str> = pairs
+        .iter()
+        .filter(|(k, _)| k == "repos")
+        .flat_map(|(_, v)| v.split(','))
+        .filter(|v| !v.is_empty())
+        .collect();
+    asked.sort_unstable();
+    asked.dedup();
+    if asked.len() > MAX_REPOS {
+        return Err(ApiError::bad(
+            "repos",
+            format!("at most {MAX_REPOS} repositories, not {}", asked.len()),
+        ));
+    }
+    Ok(asked)
+}
+
 /// `/repos/pulls?repos=ns/a&repos=ns/b`: repositories the token cannot see
 /// (or that have no data) are left out.
 pub(super) async fn repos_pulls(
@@ -230,24 +300,11 @@ pub(super) async fn repos_pulls(
     let (_, sight) = sight(&api, &headers)?;
     let pairs = query_pairs(query.as_deref());
     let p = Params::parse(&pairs)?;
-    let mut asked: Vec<&str> = pairs
-        .iter()
-        .filter(|(k, _)| k == "repos")
-        .flat_map(|(_, v)| v.split(','))
-        .filter(|v| !v.is_empty())
-        .collect();
-    asked.sort_unstable();
-    asked.dedup();
+    let asked = asked_repos(&pairs)?;
     if asked.is_empty() {
         return Err(ApiError::bad(
             "repos",
             "repos is required: repos=namespace/repository (repeatable)",
-        ));
-    }
-    if asked.len() > MAX_REPOS {
-        return Err(ApiError::bad(
-            "repos",
-            format!("at most {MAX_REPOS} repositories, not {}", asked.len()),
         ));
     }
     let mut out = serde_json::Map::new();
@@ -283,7 +340,8 @@ mod tests {
             Params {
                 granularity: Granularity::Month,
                 months: 2,
-                group: Group::Repo
+                group: Group::Repo,
+                custom: None,
             }
         );
         let p = Params::parse(&pairs(
@@ -295,19 +353,45 @@ mod tests {
             Params {
                 granularity: Granularity::Week,
                 months: 12,
-                group: Group::Namespace
+                group: Group::Namespace,
+                custom: None,
             }
         );
         for (q, name) in [
             ("timespan=days", "timespan"),
             ("period=last-5-months", "period"),
             ("group=tag", "group"),
+            ("from=2026-01-01", "to"),
+            ("to=2026-01-01", "from"),
+            ("from=2026-13-01&to=2026-12-01", "from"),
+            ("from=2026-01-01&to=2026-1-2", "to"),
+            ("from=2026-02-01&to=2026-01-01", "to"),
+            ("from=2025-01-01&to=2026-03-01", "to"),
         ] {
             match Params::parse(&pairs(q)) {
                 Err(ApiError::BadParameter { parameter, .. }) => assert_eq!(parameter, name),
                 other => panic!("{q}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_custom_range_is_cut_into_periods_partial_at_its_ends() {
+        let today = NaiveDate::from_ymd_opt(2026, 12, 3).expect("date");
+        let p = Params::parse(&pairs("from=2026-10-15&to=2026-12-02")).expect("custom");
+        let spans: Vec<String> = p
+            .periods(today)
+            .iter()
+            .map(|p| format!("{}..{}", p.span.from, p.span.to))
+            .collect();
+        assert_eq!(
+            spans,
+            [
+                "2026-10-15..2026-11-01",
+                "2026-11-01..2026-12-01",
+                "2026-12-01..2026-12-02"
+            ]
+        );
     }
 
     #[test]

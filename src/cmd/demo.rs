@@ -1,16 +1,19 @@
-//! `pullstats demo`: the first command a newcomer runs. Generates a week of
-//! traffic, ingests it into a local table and prints what the table says,
-//! with the next commands to try.
+//! `pullstats demo`: the first command a newcomer runs. Generates last
+//! week's traffic, ingests it into a local table and prints what the table
+//! says, with the next commands to try and the `serve` command (with a read
+//! token) that shows it in the dashboard.
 
 use std::path::Path;
 
 use anyhow::{bail, Context};
+use chrono::Datelike;
 
 use crate::cli::{DemoArgs, EnrichArgs, IngestArgs, KafkaArgs, PrivacyArgs, SessionArgs};
 use crate::gen::{generate, Format, GenConfig};
 use crate::pipeline::decode::DEFAULT_MAX_LINE_BYTES;
 use crate::pipeline::sessionize::SessionConfig;
 use crate::query::{self, OutputFormat};
+use crate::serve::tokens::{self, NewToken, Role};
 
 /// Marks a directory as a demo's, so a re-run may replace it.
 const MARKER: &str = ".pullstats-demo";
@@ -19,7 +22,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     prepare_dir(&args.dir)?;
     let events = args.dir.join("events.jsonl");
     let table = args.dir.join("pulls");
-    let start = chrono::NaiveDate::from_ymd_opt(2026, 11, 2).context("demo start date")?;
+    // The last complete ISO week: what the dashboard's default view shows.
+    let today = chrono::Utc::now().date_naive();
+    let start = today - chrono::Days::new(7 + u64::from(today.weekday().num_days_from_monday()));
+    let week = start.format("%G-W%V");
     let cfg = GenConfig {
         events: args.events,
         seed: 1,
@@ -92,7 +98,25 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     println!("  {bin} sql --table {t} \"SELECT user_agent_tool, count(*) AS pulls FROM pulls GROUP BY 1 ORDER BY 2 DESC\"");
     println!("  {bin} sql --table {t} --format csv \"SELECT * FROM pulls LIMIT 10\"");
-    println!("  {bin} export --table {t} --view repo-summary --week 2026-W45");
+    println!("  {bin} export --table {t} --view repo-summary --week {week}");
+
+    // A read token for the dashboard, in a tokens file beside the table.
+    let tokens = args.dir.join("tokens.toml");
+    let secret = tokens::create(
+        &tokens,
+        &NewToken {
+            name: "demo",
+            roles: &[Role::Read],
+            namespaces: &["*".to_owned()],
+        },
+    )
+    .context("creating the demo's read token")?;
+    println!("\nSee it in the dashboard: start the server, open http://127.0.0.1:8080/ and sign in with the token below.");
+    println!(
+        "  {bin} serve --table {t} --tokens {} --listen 127.0.0.1:8080 --insecure-default-key",
+        crate::cmd::shell_quote(&tokens.to_string_lossy())
+    );
+    println!("  demo read token: {secret}");
     if bin != "pullstats" {
         println!("(`cargo install --path .` in the source tree puts `pullstats` on your PATH.)");
     }

@@ -271,7 +271,7 @@ fn quote(s: &str) -> String {
 }
 
 impl Filters {
-    fn predicate(&self) -> String {
+    pub fn predicate(&self) -> String {
         let mut parts = Vec::new();
         if !self.namespaces.is_empty() {
             let list: Vec<String> = self.namespaces.iter().map(|n| quote(n)).collect();

@@ -177,9 +177,17 @@ async fn observe(State(app): State<Arc<App>>, request: Request, next: Next) -> R
             "/api/exports"
         }
         Some(p) if p.starts_with("/api/publisher/analytics/v1/downloads") => "/api/downloads",
+        Some(p)
+            if p.ends_with("/breakdowns")
+                || p.ends_with("/references")
+                || p.ends_with("/repositories") =>
+        {
+            "/api/insights"
+        }
         Some(p) if p.starts_with("/api/publisher/analytics/v1") => "/api/series",
         Some("/v2/users/login") => "/v2/users/login",
         Some(p) if p.starts_with("/badge/") => "/badge",
+        Some(p) if p == "/" || p.starts_with("/assets/") => "/dashboard",
         _ => "other",
     };
     let started = Instant::now();

@@ -699,3 +699,151 @@ fn schemathesis_finds_every_answer_as_documented() {
     assert!(out.status.success(), "schemathesis found problems:\n{text}");
     assert!(text.contains("passed"), "{text}");
 }
+
+/// `(value, pulls, share)` of one breakdown.
+fn shares(answer: &Value, dimension: &str) -> Vec<(Value, u64, f64)> {
+    answer["breakdowns"][dimension]["rows"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{dimension}: {answer}"))
+        .iter()
+        .map(|r| {
+            (
+                r["value"].clone(),
+                r["pulls"].as_u64().expect("pulls"),
+                r["share"].as_f64().expect("share"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn breakdowns_references_and_custom_ranges_match_the_fixture() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (serve, acme, partial, _, _, d) = start(dir.path(), &[]);
+    let port = serve.port;
+    let ns = format!("{BASE}/namespaces/acme");
+
+    let (s, v) = get_as(port, &acme, &format!("{ns}/repositories"));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["repositories"],
+        json!([{"name": "web", "pulls": 5}, {"name": "api", "pulls": 2}])
+    );
+    let (_, v) = get_as(port, &partial, &format!("{ns}/repositories"));
+    assert_eq!(v["repositories"], json!([{"name": "api", "pulls": 2}]));
+
+    // The last 3 months hold the whole fixture: acme's 7 pulls from 5 IPs.
+    let q = "timespan=months&period=last-3-months";
+    let (s, v) = get_as(port, &acme, &format!("{ns}/breakdowns?{q}"));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["total"],
+        json!({"pullCount": 7, "pullByTagCount": 6, "pullByDigestCount": 1,
+               "versionCheckCount": 1, "ipCount": 5})
+    );
+    assert_eq!(v["repos"], Value::Null);
+    // No geolocation or cloud data in this test: one null row each.
+    for dim in ["country", "host", "type", "platform"] {
+        assert_eq!(shares(&v, dim), [(Value::Null, 7, 1.0)], "{dim}");
+    }
+    assert_eq!(shares(&v, "client"), [(json!("containerd 1.7.22"), 7, 1.0)]);
+    assert_eq!(v["breakdowns"]["client"]["otherRows"], 0);
+
+    let (_, v) = get_as(port, &acme, &format!("{ns}/breakdowns?{q}&repos=web"));
+    assert_eq!(v["repos"], json!(["web"]));
+    assert_eq!(v["total"]["pullCount"], 5);
+    assert_eq!(v["total"]["ipCount"], 4);
+    // A token granted acme/api sees api's numbers only, and nothing of web.
+    let (_, v) = get_as(port, &partial, &format!("{ns}/breakdowns?{q}"));
+    assert_eq!(
+        (
+            v["total"]["pullCount"].as_u64(),
+            v["total"]["ipCount"].as_u64()
+        ),
+        (Some(2), Some(2))
+    );
+    let (_, v) = get_as(port, &partial, &format!("{ns}/breakdowns?{q}&repos=web"));
+    assert_eq!(
+        (v["repos"].clone(), v["total"]["pullCount"].as_u64()),
+        (json!([]), Some(0))
+    );
+
+    let (s, v) = get_as(port, &acme, &format!("{ns}/references?{q}"));
+    assert_eq!(s, 200, "{v}");
+    let refs: Vec<(String, String, u64, u64, u64, u64)> = v["references"]
+        .as_array()
+        .expect("references")
+        .iter()
+        .map(|r| {
+            let n = |k: &str| r[k].as_u64().expect(k);
+            (
+                r["repo"].as_str().expect("repo").to_owned(),
+                r["reference"].as_str().expect("reference").to_owned(),
+                n("pullByTagCount"),
+                n("pullByDigestCount"),
+                n("versionCheckCount"),
+                n("ipCount"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        refs,
+        [
+            (s_("web"), s_("1.0"), 5, 0, 1, 4),
+            (s_("api"), s_("2.0"), 1, 0, 0, 1),
+            (s_("api"), s_(DIGEST), 0, 1, 0, 1),
+        ]
+    );
+    assert_eq!(v["truncated"], false);
+
+    // A custom range: week B alone, then a range cutting both weeks.
+    let (from, to) = (ymd(d.wb), ymd(d.wb + Days::new(7)));
+    let (_, v) = get_as(port, &acme, &format!("{ns}/breakdowns?from={from}&to={to}"));
+    assert_eq!(
+        (v["from"].as_str(), v["to"].as_str()),
+        (Some(from.as_str()), Some(to.as_str()))
+    );
+    assert_eq!(
+        (
+            v["total"]["pullCount"].as_u64(),
+            v["total"]["ipCount"].as_u64()
+        ),
+        (Some(3), Some(2))
+    );
+    let (from, to) = (ymd(d.wa + Days::new(1)), ymd(d.wb + Days::new(2)));
+    let (s, v) = get_as(
+        port,
+        &acme,
+        &format!("{BASE}/repos/pulls?repos=acme/web&timespan=weeks&from={from}&to={to}"),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        rows(&v["repos"]["acme/web"]),
+        [
+            (from.clone(), s_("web"), 3, 4, 3, 0, 1),
+            (ymd(d.wb), s_("web"), 2, 1, 2, 0, 0),
+        ]
+    );
+    let last = &v["repos"]["acme/web"]["pulls"][1];
+    assert_eq!(
+        last["end"],
+        format!("{}T00:00:00Z", ymd(d.wb + Days::new(1)))
+    );
+    for (query, parameter) in [
+        ("from=2026-01-01", "to"),
+        (&*format!("from={to}&to={from}"), "to"),
+        ("from=2020-01-01&to=2026-01-01", "to"),
+        ("from=soon&to=2026-01-01", "from"),
+    ] {
+        let (s, v) = get_as(port, &acme, &format!("{ns}/references?{query}"));
+        assert_eq!(
+            (s, v["parameter"].as_str()),
+            (400, Some(parameter)),
+            "{query}"
+        );
+    }
+}
+
+fn s_(x: &str) -> String {
+    x.to_owned()
+}

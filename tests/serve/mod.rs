@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 mod api;
 mod registry;
+mod web;
 
 use crate::helpers::*;
 use crate::kafka::harness::*;
