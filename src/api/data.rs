@@ -39,7 +39,28 @@ impl Counts {
     pub fn pulls(&self) -> u64 {
         self.pull_by_tag + self.pull_by_digest
     }
+
+    /// The four columns of [`COUNTS_SQL`], from column `first` of row `i`.
+    pub fn from_row(b: &RecordBatch, first: usize, i: usize) -> Result<Self, DataError> {
+        let n = |c: usize| -> Result<u64, DataError> {
+            Ok(u64::try_from(ints(b, first + c)?.value(i)).unwrap_or(0))
+        };
+        Ok(Self {
+            pull_by_tag: n(0)?,
+            pull_by_digest: n(1)?,
+            version_check: n(2)?,
+            unique_ips: n(3)?,
+        })
+    }
 }
+
+/// The select list of [`Counts`] (read back by [`Counts::from_row`]):
+/// pulls by tag, by digest, version checks, exact unique IPs.
+pub const COUNTS_SQL: &str = "\
+    CAST(count(*) FILTER (WHERE action = 'pull_by_tag') AS BIGINT) AS pull_by_tag, \
+    CAST(count(*) FILTER (WHERE action = 'pull_by_digest') AS BIGINT) AS pull_by_digest, \
+    CAST(count(*) FILTER (WHERE action = 'version_check') AS BIGINT) AS version_check, \
+    CAST(exact_distinct_count(ip_hash) AS BIGINT) AS unique_ip_count";
 
 /// One namespace in one period.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -416,11 +437,7 @@ impl Catalog {
         };
         let sql = format!(
             "SELECT namespace, repository, CAST(grouping(repository) AS BIGINT) AS whole, \
-               CAST(count(*) FILTER (WHERE action = 'pull_by_tag') AS BIGINT) AS pull_by_tag, \
-               CAST(count(*) FILTER (WHERE action = 'pull_by_digest') AS BIGINT) AS pull_by_digest, \
-               CAST(count(*) FILTER (WHERE action = 'version_check') AS BIGINT) AS version_check, \
-               CAST(exact_distinct_count(ip_hash) AS BIGINT) AS unique_ip_count \
-             FROM pulls WHERE {}{filter} \
+               {COUNTS_SQL} FROM pulls WHERE {}{filter} \
              GROUP BY GROUPING SETS ((namespace), (namespace, repository))",
             span.predicate()
         );
@@ -429,16 +446,8 @@ impl Catalog {
             let ns = strings(&b, 0)?;
             let repo = strings(&b, 1)?;
             let whole = ints(&b, 2)?;
-            let n = |c: usize, i: usize| -> Result<u64, DataError> {
-                Ok(u64::try_from(ints(&b, c)?.value(i)).unwrap_or(0))
-            };
             for i in 0..b.num_rows() {
-                let counts = Counts {
-                    pull_by_tag: n(3, i)?,
-                    pull_by_digest: n(4, i)?,
-                    version_check: n(5, i)?,
-                    unique_ips: n(6, i)?,
-                };
+                let counts = Counts::from_row(&b, 3, i)?;
                 let entry = out.entry(ns.value(i).to_owned()).or_default();
                 if whole.value(i) == 1 {
                     entry.total = counts;

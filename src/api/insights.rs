@@ -14,7 +14,7 @@ use axum::Json;
 use serde::Serialize;
 use serde_json::json;
 
-use super::data::{ints, strings, Counts};
+use super::data::{ints, strings, Counts, COUNTS_SQL};
 use super::series::{asked_repos, today, Params};
 use super::{query_pairs, sight, sql_filters, Api, ApiError, NamespaceSight};
 use crate::query::export::Span;
@@ -242,26 +242,12 @@ pub(super) async fn breakdowns(
 }
 
 async fn totals(api: &Api, t: &deltalake::DeltaTable, filter: &str) -> Result<Counts, ApiError> {
-    let sql = format!(
-        "SELECT CAST(count(*) FILTER (WHERE action = 'pull_by_tag') AS BIGINT), \
-           CAST(count(*) FILTER (WHERE action = 'pull_by_digest') AS BIGINT), \
-           CAST(count(*) FILTER (WHERE action = 'version_check') AS BIGINT), \
-           CAST(exact_distinct_count(ip_hash) AS BIGINT) FROM pulls WHERE {filter}"
-    );
+    let sql = format!("SELECT {COUNTS_SQL} FROM pulls WHERE {filter}");
     let mut c = Counts::default();
     for b in api.catalog.run(t, &sql).await? {
-        if b.num_rows() == 0 {
-            continue;
+        if b.num_rows() > 0 {
+            c = Counts::from_row(&b, 0, 0)?;
         }
-        let n = |i: usize| -> Result<u64, ApiError> {
-            Ok(u64::try_from(ints(&b, i)?.value(0)).unwrap_or(0))
-        };
-        c = Counts {
-            pull_by_tag: n(0)?,
-            pull_by_digest: n(1)?,
-            version_check: n(2)?,
-            unique_ips: n(3)?,
-        };
     }
     Ok(c)
 }
@@ -290,31 +276,25 @@ pub(super) async fn references(
     let mut rows = Vec::new();
     if let (false, Some(t)) = (ask.nothing(), api.catalog.table().await) {
         let sql = format!(
-            "SELECT repository, reference, \
-               CAST(count(*) FILTER (WHERE action = 'pull_by_tag') AS BIGINT) AS t, \
-               CAST(count(*) FILTER (WHERE action = 'pull_by_digest') AS BIGINT) AS d, \
-               CAST(count(*) FILTER (WHERE action = 'version_check') AS BIGINT) AS v, \
-               CAST(exact_distinct_count(ip_hash) AS BIGINT) AS ips \
+            "SELECT repository, reference, {COUNTS_SQL} \
              FROM pulls WHERE {} GROUP BY repository, reference \
-             ORDER BY t + d DESC, v DESC, repository, reference LIMIT {}",
+             ORDER BY pull_by_tag + pull_by_digest DESC, version_check DESC, repository, reference \
+             LIMIT {}",
             ask.where_clause(),
             MAX_REFERENCES + 1
         );
         for b in api.catalog.run(&t, &sql).await? {
             let (repo, reference) = (strings(&b, 0)?, strings(&b, 1)?);
-            let n = |c: usize, i: usize| -> Result<u64, ApiError> {
-                Ok(u64::try_from(ints(&b, c)?.value(i)).unwrap_or(0))
-            };
             for i in 0..b.num_rows() {
-                let (tag, digest) = (n(2, i)?, n(3, i)?);
+                let c = Counts::from_row(&b, 2, i)?;
                 rows.push(Reference {
                     repo: repo.value(i).to_owned(),
                     reference: reference.value(i).to_owned(),
-                    pull_count: tag + digest,
-                    pull_by_tag_count: tag,
-                    pull_by_digest_count: digest,
-                    version_check_count: n(4, i)?,
-                    ip_count: n(5, i)?,
+                    pull_count: c.pulls(),
+                    pull_by_tag_count: c.pull_by_tag,
+                    pull_by_digest_count: c.pull_by_digest,
+                    version_check_count: c.version_check,
+                    ip_count: c.unique_ips,
                 });
             }
         }

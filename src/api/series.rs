@@ -12,7 +12,7 @@ use chrono::{Days, NaiveDate};
 use serde::Serialize;
 use serde_json::json;
 
-use super::data::{Counts, Period};
+use super::data::{Counts, Period, PeriodData};
 use super::{query_pairs, sight, Api, ApiError, NamespaceSight};
 use crate::query::export::{Granularity, Span};
 
@@ -35,7 +35,7 @@ pub const MAX_DAYS: i64 = 400;
 /// first and last periods may be partial.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Params {
-    pub granularity: Granularity,
+    granularity: Granularity,
     months: u32,
     group: Group,
     custom: Option<Span>,
@@ -199,22 +199,31 @@ pub(super) fn today() -> NaiveDate {
     chrono::Utc::now().date_naive()
 }
 
+/// The aggregates of each period of `p`, oldest first: fetched once per
+/// request (a custom range's cut ends are a scan each).
+async fn periods_data(api: &Api, p: Params) -> Result<Vec<(Period, Arc<PeriodData>)>, ApiError> {
+    let mut out = Vec::new();
+    for period in p.periods(today()) {
+        out.push((period, api.catalog.period(period).await?));
+    }
+    Ok(out)
+}
+
 /// The rows of `namespace` (as `seen`), for `repos` (all it sees when
-/// `None`), over the periods of `p`.
+/// `None`), over the periods of `data`.
 async fn series(
     api: &Api,
+    data: &[(Period, Arc<PeriodData>)],
     namespace: &str,
     seen: &NamespaceSight,
     repos: Option<&[String]>,
-    p: Params,
+    group: Group,
 ) -> Result<Vec<PullModel>, ApiError> {
-    let periods = p.periods(today());
     let mut out = Vec::new();
-    for period in &periods {
-        let data = api.catalog.period(*period).await?;
+    for (period, data) in data {
         let ns = data.namespaces.get(namespace);
         let repo_counts = |r: &str| ns.and_then(|n| n.repos.get(r)).copied().unwrap_or_default();
-        match (repos, p.group) {
+        match (repos, group) {
             (None, Group::Namespace) => {
                 let total = if seen.whole {
                     ns.map(|n| n.total).unwrap_or_default()
@@ -248,7 +257,8 @@ pub(super) async fn namespace_pulls(
     let (_, sight) = sight(&api, &headers)?;
     let seen = sight.namespace(&namespace)?;
     let p = Params::parse(&query_pairs(query.as_deref()))?;
-    let pulls = series(&api, &namespace, seen, None, p).await?;
+    let data = periods_data(&api, p).await?;
+    let pulls = series(&api, &data, &namespace, seen, None, p.group).await?;
     Ok(Json(json!({ "pulls": pulls })).into_response())
 }
 
@@ -266,7 +276,16 @@ pub(super) async fn repo_pulls(
         return Err(ApiError::NotFound);
     }
     let p = Params::parse(&query_pairs(query.as_deref()))?;
-    let pulls = series(&api, &namespace, seen, Some(&[repo.to_owned()]), p).await?;
+    let data = periods_data(&api, p).await?;
+    let pulls = series(
+        &api,
+        &data,
+        &namespace,
+        seen,
+        Some(&[repo.to_owned()]),
+        p.group,
+    )
+    .await?;
     Ok(Json(json!({ "pulls": pulls })).into_response())
 }
 
@@ -308,6 +327,7 @@ pub(super) async fn repos_pulls(
         ));
     }
     let mut out = serde_json::Map::new();
+    let mut data = None;
     for full in asked {
         let Some((ns, repo)) = full.split_once('/') else {
             continue;
@@ -318,7 +338,11 @@ pub(super) async fn repos_pulls(
         if !seen.repos.contains(repo) {
             continue;
         }
-        let pulls = series(&api, ns, seen, Some(&[repo.to_owned()]), p).await?;
+        if data.is_none() {
+            data = Some(periods_data(&api, p).await?);
+        }
+        let periods = data.as_deref().unwrap_or_default();
+        let pulls = series(&api, periods, ns, seen, Some(&[repo.to_owned()]), p.group).await?;
         out.insert(full.to_owned(), json!({ "pulls": pulls }));
     }
     Ok(Json(json!({ "repos": out })).into_response())
