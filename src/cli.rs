@@ -141,8 +141,9 @@ pub struct ServeArgs {
     /// A client must send a request's headers within this, and its body within this after.
     #[arg(long, env = "PULLSTATS_CLIENT_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub client_timeout: Duration,
-    /// Connections open at once; more wait in the listen backlog.
-    #[arg(long, env = "PULLSTATS_MAX_CONNECTIONS", default_value_t = 512)]
+    /// Connections open at once; more wait in the listen backlog. The
+    /// open-file limit is raised to fit them (up to its hard limit).
+    #[arg(long, env = "PULLSTATS_MAX_CONNECTIONS", default_value_t = 8192)]
     pub max_connections: usize,
     /// Direct mode: dead-letter file; default `<table>.dead-letter.jsonl`.
     #[arg(long, env = "PULLSTATS_DEAD_LETTER", conflicts_with = "brokers")]
@@ -370,6 +371,11 @@ pub struct SessionArgs {
     /// Cap on open sessions (bounded memory); beyond it the least recently active closes early.
     #[arg(long, env = "PULLSTATS_MAX_OPEN_SESSIONS", default_value_t = DEFAULT_MAX_OPEN_SESSIONS)]
     pub max_open_sessions: usize,
+    /// How far ahead an event's time may be: of the clock for Kafka and
+    /// received notifications, of the input around it for files. Further
+    /// ones are dead-lettered (they would make later events late). 0: no bound.
+    #[arg(long, env = "PULLSTATS_MAX_FUTURE", default_value = "1d", value_parser = parse_duration)]
+    pub max_future: Duration,
 }
 
 /// Privacy settings shared by the ingesting commands.

@@ -13,7 +13,6 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -21,6 +20,7 @@ use crate::cli::{EnrichArgs, IngestArgs, PrivacyArgs, SessionArgs};
 use crate::pipeline::enrich::{
     ActionEnricher, EnrichError, Fingerprint, IpHasher, INSECURE_DEFAULT_KEY,
 };
+use crate::pipeline::future;
 use crate::pipeline::sessionize::SessionConfig;
 use crate::pipeline::Pipeline;
 
@@ -84,6 +84,8 @@ pub struct IngestConfigFile {
     pub max_lateness: Option<String>,
     /// Cap on open sessions.
     pub max_open_sessions: Option<u64>,
+    /// How far ahead of the clock (files: of the input around it) an event may be, e.g. `1d`; `0`: no bound.
+    pub max_future: Option<String>,
     /// MaxMind DBs, consulted in order.
     pub geoip: Option<Vec<String>>,
     /// Directory of cloud providers' IP-range files.
@@ -149,6 +151,7 @@ impl IngestConfigFile {
         );
         put("PULLSTATS_SESSION_GAP", self.session_gap.clone());
         put("PULLSTATS_MAX_LATENESS", self.max_lateness.clone());
+        put("PULLSTATS_MAX_FUTURE", self.max_future.clone());
         put(
             "PULLSTATS_MAX_OPEN_SESSIONS",
             self.max_open_sessions.map(|v| v.to_string()),
@@ -213,70 +216,7 @@ pub fn apply_config_file(args: &[OsString]) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// A size in bytes: `1000`, `64KiB`, `256MiB`, `1GiB`, `10MB`.
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size (e.g. 256MiB)"))?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KB" => 1_000,
-        "KiB" => 1 << 10,
-        "MB" => 1_000_000,
-        "MiB" => 1 << 20,
-        "GB" => 1_000_000_000,
-        "GiB" => 1 << 30,
-        other => {
-            return Err(format!(
-                "unknown size unit `{other}` (use B, KiB, MiB, GiB, KB, MB, GB)"
-            ))
-        }
-    };
-    n.checked_mul(mult)
-        .filter(|&b| b > 0)
-        .ok_or_else(|| format!("`{s}` is out of range"))
-}
-
-/// `500ms`, `5s`, `2m`, `1h`, or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (e.g. 500ms, 5s, 2m)"))?;
-    let secs = match unit.trim() {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
-        "d" => value * 86_400.0,
-        other => {
-            return Err(format!(
-                "unknown duration unit `{other}` (use ms, s, m, h or d)"
-            ))
-        }
-    };
-    if !secs.is_finite() || !(0.0..=30.0 * 86_400.0).contains(&secs) {
-        return Err(format!("`{s}` is out of range (0 to 30 days)"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
-/// A ratio in `[0, 1]`.
-pub fn parse_ratio(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
-    if (0.0..=1.0).contains(&v) {
-        Ok(v)
-    } else {
-        Err(format!("`{s}` is not between 0 and 1"))
-    }
-}
+pub use crate::units::{parse_bytes, parse_duration, parse_ratio};
 
 /// The IP hasher from the configured key; refuses to run without one unless
 /// the insecure default was asked for (and then says so loudly).
@@ -307,7 +247,10 @@ pub fn pipeline(args: &IngestArgs) -> Result<(Pipeline, Fingerprint), ConfigErro
     )
 }
 
-/// The pipeline of any ingesting command, from its shared flags.
+/// The pipeline of any ingesting command, from its shared flags. Its decoder
+/// refuses events beyond `--max-future` of the clock: the engine's (live
+/// input). The file ingest decodes on a decoder of its own and bounds event
+/// time by the input around it instead.
 pub fn pipeline_from(
     session: &SessionArgs,
     enrich: &EnrichArgs,
@@ -318,21 +261,21 @@ pub fn pipeline_from(
     let sources = enrich.sources();
     let fingerprint = sources.fingerprint();
     let data = sources.load()?;
-    let session = SessionConfig {
+    let session_config = SessionConfig {
         gap: session.session_gap,
         max_lateness: session.max_lateness,
         max_open_sessions: session.max_open_sessions,
     };
     let enricher = ActionEnricher::new(hasher, data);
-    Ok((
-        Pipeline::new(max_line_bytes, session, enricher),
-        fingerprint,
-    ))
+    let pipeline = Pipeline::new(max_line_bytes, session_config, enricher)
+        .with_clock_bound(future::bound_micros(session.max_future));
+    Ok((pipeline, fingerprint))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn durations() {

@@ -80,6 +80,48 @@ impl RequestEvent {
         is_digest(&self.reference)
     }
 
+    /// The event as one flat JSON line of spec §1 (the dead-letter payload of
+    /// an event refused after decoding). It decodes back to the same event,
+    /// except a method other than GET / HEAD (written `OTHER`) and a non-pull
+    /// notification, which have no flat spelling.
+    pub fn to_flat_json(&self) -> String {
+        #[derive(Serialize)]
+        struct Flat<'a> {
+            timestamp: String,
+            method: &'a str,
+            namespace: &'a str,
+            repository: &'a str,
+            reference: &'a str,
+            #[serde(skip_serializing_if = "str::is_empty")]
+            digest: &'a str,
+            status: u16,
+            remote_addr: String,
+            user_agent: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            owner: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            media_type: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            id: Option<&'a str>,
+        }
+        let flat = Flat {
+            timestamp: crate::pipeline::future::format_micros(self.timestamp),
+            method: self.method.as_str(),
+            namespace: &self.namespace,
+            repository: &self.repository,
+            reference: &self.reference,
+            digest: &self.digest,
+            status: self.status,
+            remote_addr: self.ip.to_string(),
+            user_agent: &self.user_agent,
+            owner: self.owner.as_deref(),
+            media_type: (self.kind == RequestKind::Blob)
+                .then_some("application/vnd.oci.image.layer.v1.tar+gzip"),
+            id: self.id.as_deref(),
+        };
+        serde_json::to_string(&flat).unwrap_or_default()
+    }
+
     /// True when this request can take part in an action (spec §2: only 2xx
     /// manifest requests).
     pub fn forms_action(&self) -> bool {

@@ -35,6 +35,46 @@ impl Default for Limits {
     }
 }
 
+/// Files the process keeps open besides its connections (the table's
+/// files, the listener, the dead-letter file, Kafka's sockets).
+const OTHER_FILES: u64 = 1024;
+
+/// Raises the soft limit on open files so that `connections` fit beside
+/// the process's other files, up to the hard limit (many systems start
+/// processes at a soft limit of 1024: the connections beyond it would fail
+/// to be accepted). Returns the connections that fit.
+pub fn fit_open_files(connections: usize) -> usize {
+    let wanted = connections as u64 + OTHER_FILES;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read or write the struct given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return connections;
+    }
+    if limit.rlim_cur < wanted {
+        let raised = libc::rlimit {
+            rlim_cur: wanted.min(limit.rlim_max),
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit.rlim_cur = raised.rlim_cur;
+        }
+    }
+    let fit = usize::try_from(limit.rlim_cur.saturating_sub(OTHER_FILES)).unwrap_or(connections);
+    if fit < connections {
+        tracing::warn!(
+            "--max-connections {connections} does not fit the open-file limit ({}); \
+             serving at most {fit} connections (raise LimitNOFILE / ulimit -n)",
+            limit.rlim_cur
+        );
+        return fit.max(1);
+    }
+    connections
+}
+
 /// Serves `router` until `shutdown` resolves, then drains.
 pub async fn serve(
     listener: TcpListener,
@@ -42,7 +82,9 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let permits = Arc::new(Semaphore::new(
+        fit_open_files(limits.max_connections).max(1),
+    ));
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())

@@ -129,12 +129,18 @@ fn dead_letters_keep_their_line_numbers_across_decode_chunks() {
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
     let good = lines.len();
     let long = format!("{{\"pad\":\"{}\"}}", "x".repeat(5000));
+    // Good events dated years ahead of the rest, one at the end of the
+    // first decode chunk (judged with the next chunk as lookahead).
+    let future = |i: usize| lines[i].replacen("\"timestamp\":\"2026-", "\"timestamp\":\"2031-", 1);
+    let far_future = "invalid `timestamp`: 2031-";
     // (line number once inserted, content, expected reason)
     let bad = [
         (1, "not json".to_owned(), "invalid JSON"),
+        (2000, future(3000), far_future),
+        (4095, future(10), far_future),
         (4096, long, "longer than 4096 bytes"),
         (4097, "{}".to_owned(), "missing field `timestamp`"),
-        (good + 4, "\u{7f}".to_owned(), "invalid JSON"),
+        (good + 6, "\u{7f}".to_owned(), "invalid JSON"),
     ];
     for (at, content, _) in &bad {
         lines.insert(at - 1, content.clone());
@@ -171,6 +177,52 @@ fn dead_letters_keep_their_line_numbers_across_decode_chunks() {
     let reference = dir.path().join("r");
     ingest(&clean, &reference);
     assert_same_tables(&table, &reference);
+}
+
+#[test]
+fn a_far_future_event_is_dead_lettered_instead_of_making_later_events_late() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (input, _) = generate(dir.path(), "e.jsonl", &["--events", "3000", "--seed", "8"]);
+    let text = std::fs::read_to_string(&input).expect("read");
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let stray = lines[0].replacen("\"timestamp\":\"2026-", "\"timestamp\":\"2029-", 1);
+    assert_ne!(stray, lines[0]);
+    lines.insert(100, stray);
+    std::fs::write(&input, lines.join("\n") + "\n").expect("write");
+
+    let ingest_with =
+        |table: &str, extra: &[&str]| ingest_with_file(&input, &dir.path().join(table), extra);
+    let summary = ingest_with("bounded", &[]);
+    assert!(summary.contains("bad 1, late 0"), "{summary}");
+    let dead = std::fs::read_to_string(dir.path().join("bounded.dead-letter.jsonl")).expect("dead");
+    let letter: serde_json::Value = serde_json::from_str(dead.trim()).expect("one letter");
+    assert_eq!(letter["line"].as_u64(), Some(101), "{letter}");
+    let reason = letter["reason"].as_str().expect("reason");
+    assert!(reason.contains("more than 1d ahead of"), "{reason}");
+    // The payload is the event, re-encoded as a flat line that decodes.
+    let payload = letter["raw"].as_str().expect("raw");
+    assert!(payload.contains("\"timestamp\":\"2029-"), "{payload}");
+    let again = dir.path().join("again.jsonl");
+    std::fs::write(&again, payload).expect("write");
+    let summary = ingest_with_file(&again, &dir.path().join("again"), &["--max-future", "0"]);
+    assert!(summary.contains("lines read 1, requests 1"), "{summary}");
+
+    // Without the bound, the stray event moves the watermark: the rest is late.
+    let summary = ingest_with("unbounded", &["--max-future", "0"]);
+    assert!(summary.contains("bad 0, late "), "{summary}");
+    assert!(!summary.contains("bad 0, late 0"), "{summary}");
+}
+
+fn ingest_with_file(input: &std::path::Path, table: &std::path::Path, extra: &[&str]) -> String {
+    run_ok(
+        pullstats()
+            .arg("ingest")
+            .args(extra)
+            .arg("--from-file")
+            .arg(input)
+            .arg("--table")
+            .arg(table),
+    )
 }
 
 #[test]

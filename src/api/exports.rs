@@ -27,7 +27,7 @@ use tower::ServiceExt as _;
 
 use super::data::Days as TableDays;
 use super::keys::LinkRefusal;
-use super::series::timespan;
+use super::params::timespan;
 use super::{query_pairs, sight, sql_filters, Api, ApiError, NamespaceSight, BASE};
 use crate::query::export::{ExportRequest, Granularity, Span, View};
 use crate::query::{self, OutputFormat};

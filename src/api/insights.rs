@@ -15,7 +15,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::data::{ints, strings, Counts, COUNTS_SQL};
-use super::series::{asked_repos, today, Params};
+use super::params::Params;
+use super::series::{asked_repos, today};
 use super::{query_pairs, sight, sql_filters, Api, ApiError, NamespaceSight};
 use crate::query::export::Span;
 

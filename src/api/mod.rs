@@ -24,6 +24,7 @@ mod exports;
 mod insights;
 pub mod keys;
 mod login;
+pub mod params;
 mod series;
 mod web;
 
@@ -44,6 +45,7 @@ use self::data::Catalog;
 use self::exports::Exports;
 use self::keys::Keys;
 use self::login::Limiter;
+use self::params::{query_pairs, ParamError};
 use crate::serve::tokens::{bearer, Refusal, Role, Token, Tokens};
 
 /// The hosted API's base path.
@@ -142,6 +144,15 @@ impl ApiError {
     }
 }
 
+impl From<ParamError> for ApiError {
+    fn from(e: ParamError) -> Self {
+        Self::BadParameter {
+            parameter: e.parameter,
+            detail: e.detail,
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
@@ -191,17 +202,6 @@ impl From<data::DataError> for ApiError {
     fn from(e: data::DataError) -> Self {
         Self::Internal(e.to_string())
     }
-}
-
-/// The query string as `(key, value)` pairs, decoded; repeated keys kept
-/// (`repos=a&repos=b`).
-fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
-    raw.map(|q| {
-        form_urlencoded::parse(q.as_bytes())
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect()
-    })
-    .unwrap_or_default()
 }
 
 /// The SQL filter of one namespace, or of some of its repositories (all

@@ -60,6 +60,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             session_gap: defaults.gap,
             max_lateness: defaults.max_lateness,
             max_open_sessions: defaults.max_open_sessions,
+            max_future: crate::pipeline::future::DEFAULT_MAX_FUTURE,
         },
         enrich: EnrichArgs {
             geoip: args.geoip.clone(),

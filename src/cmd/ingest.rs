@@ -22,9 +22,10 @@ use tokio::sync::mpsc;
 
 use crate::cli::IngestArgs;
 use crate::config;
-use crate::event::RequestEvent;
+use crate::event::{Micros, RequestEvent};
 use crate::pipeline::dead_letter::{DeadLetterSink, FileDeadLetters, Position};
 use crate::pipeline::decode::Decoder;
+use crate::pipeline::future::{self, DataBound};
 use crate::pipeline::source::{Line, LineReader};
 use crate::pipeline::{IngestStats, Pipeline};
 use crate::table::{self, TableKind, TableWriter};
@@ -90,11 +91,14 @@ pub async fn ingest(args: &IngestArgs) -> anyhow::Result<IngestReport> {
     let started = Instant::now();
 
     let (tx, mut rx) = mpsc::channel::<Output>(CHANNEL_BATCHES);
-    let max_line = args.max_line_bytes;
+    let limits = Limits {
+        max_line: args.max_line_bytes,
+        max_future: future::bound_micros(args.session.max_future),
+    };
     let bar = progress.clone();
     let worker = std::thread::Builder::new()
         .name("pullstats-pipeline".into())
-        .spawn(move || process(input, &source, max_line, pipeline, dead, tx, &bar))
+        .spawn(move || process(input, &source, limits, pipeline, dead, tx, &bar))
         .context("cannot start the pipeline thread")?;
 
     let mut write_error = None;
@@ -195,12 +199,53 @@ const CHUNK_LINES: u64 = 4096;
 /// Chunks in flight between the two.
 const CHANNEL_CHUNKS: usize = 4;
 
+/// What the decode thread refuses.
+#[derive(Clone, Copy)]
+struct Limits {
+    max_line: usize,
+    /// `--max-future` (µs), bounding event time by the input around it.
+    max_future: Option<Micros>,
+}
+
 /// Consecutive input lines, decoded.
 #[derive(Default)]
 struct Decoded {
     lines: u64,
     events: Vec<RequestEvent>,
+    /// The input line of each event.
+    event_lines: Vec<u64>,
     bad: Vec<BadLine>,
+}
+
+impl Decoded {
+    /// Moves the events `bound` refuses to the bad lines, re-encoded (the
+    /// line may have held other, good events).
+    fn refuse_future(&mut self, bound: &mut DataBound, next: &[RequestEvent]) {
+        let refused = bound.refuse(&self.events, next);
+        if refused.is_empty() {
+            return;
+        }
+        let mut refused = refused.into_iter().peekable();
+        let mut kept = Vec::with_capacity(self.events.len());
+        let mut kept_lines = Vec::with_capacity(self.events.len());
+        let events = mem::take(&mut self.events).into_iter();
+        for (i, (event, line)) in events.zip(mem::take(&mut self.event_lines)).enumerate() {
+            match refused.next_if(|(at, _)| *at == i) {
+                Some((_, reason)) => self.bad.push(BadLine {
+                    line,
+                    reason: format!("invalid `timestamp`: {reason}"),
+                    payload: event.to_flat_json().into_bytes(),
+                }),
+                None => {
+                    kept.push(event);
+                    kept_lines.push(line);
+                }
+            }
+        }
+        self.events = kept;
+        self.event_lines = kept_lines;
+        self.bad.sort_by_key(|b| b.line);
+    }
 }
 
 /// A line the decoder refused, kept for the dead-letter sink.
@@ -215,7 +260,7 @@ struct BadLine {
 fn process(
     input: Input,
     source: &str,
-    max_line: usize,
+    limits: Limits,
     mut pipeline: Pipeline,
     mut dead: FileDeadLetters,
     tx: mpsc::Sender<Output>,
@@ -226,7 +271,7 @@ fn process(
         std::thread::Builder::new()
             .name("pullstats-decode".into())
             .spawn_scoped(scope, || {
-                decode_lines(input, source, max_line, chunks_tx, bar)
+                decode_lines(input, source, limits, chunks_tx, bar)
             })
             .context("cannot start the decode thread")?;
         // Returning early drops `chunks`, which stops the decode thread.
@@ -257,16 +302,32 @@ fn send_batches(pipeline: &mut Pipeline, tx: &mpsc::Sender<Output>) -> anyhow::R
 }
 
 /// The decode thread: lines in, [`Decoded`] chunks out, in input order. A
-/// read error ends the stream as its last item.
+/// read error ends the stream as its last item. With `--max-future`, a chunk
+/// is held until the next one is decoded, the window its events are judged
+/// in.
 fn decode_lines(
     input: Input,
     source: &str,
-    max_line: usize,
+    limits: Limits,
     out: SyncSender<anyhow::Result<Decoded>>,
     bar: &ProgressBar,
 ) {
+    let max_line = limits.max_line;
     let mut reader = LineReader::new(input, max_line);
     let mut decoder = Decoder::new(max_line);
+    let mut bound = limits.max_future.map(DataBound::new);
+    let mut held: Option<Decoded> = None;
+    // Sends the held chunk, judged with `next` as its lookahead; false when
+    // the pipeline thread stopped (it reports why).
+    let mut release = |held: &mut Option<Decoded>, next: &[RequestEvent]| -> bool {
+        let Some(mut chunk) = held.take() else {
+            return true;
+        };
+        if let Some(bound) = bound.as_mut() {
+            chunk.refuse_future(bound, next);
+        }
+        out.send(Ok(chunk)).is_ok()
+    };
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = Decoded::default();
     let mut line_no = 0u64;
@@ -283,10 +344,11 @@ fn decode_lines(
         line_no += 1;
         chunk.lines += 1;
         let refused = match line {
-            Line::Complete => decoder
-                .decode(&buf, &mut chunk.events)
-                .err()
-                .map(|e| e.to_string()),
+            Line::Complete => {
+                let result = decoder.decode(&buf, &mut chunk.events);
+                chunk.event_lines.resize(chunk.events.len(), line_no);
+                result.err().map(|e| e.to_string())
+            }
             Line::TooLong { len } => Some(format!(
                 "line is longer than {max_line} bytes ({len} bytes; the first {max_line} are kept)"
             )),
@@ -301,13 +363,16 @@ fn decode_lines(
         if chunk.lines == CHUNK_LINES {
             bar.set_position(reader.bytes_read());
             bar.set_message(format!("{line_no} lines"));
-            if out.send(Ok(mem::take(&mut chunk))).is_err() {
-                return; // the pipeline thread stopped; it reports why
+            if !release(&mut held, &chunk.events) {
+                return;
             }
+            held = Some(mem::take(&mut chunk));
         }
     }
     bar.set_position(reader.bytes_read());
-    let _ = out.send(Ok(chunk));
+    if release(&mut held, &chunk.events) {
+        release(&mut Some(chunk), &[]);
+    }
 }
 
 #[cfg(test)]

@@ -67,7 +67,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
 
-    let (app, engine) = match (&args.brokers, &args.topic) {
+    let (mut app, engine) = match (&args.brokers, &args.topic) {
         (Some(brokers), Some(topic)) => (
             forward_app(&args, brokers, topic, tokens, &draining, max_body)?,
             None,
@@ -77,6 +77,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             (app, Some(engine))
         }
     };
+    app.max_future = crate::pipeline::future::bound_micros(args.session.max_future);
+    app.body_deadline = args.client_timeout;
     let app = Arc::new(app);
     let catalog = Arc::new(Catalog::new(&args.table));
     // Read before the first request, so that the API never answers from
@@ -98,7 +100,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             export_dir: args.table.join(EXPORTS_DIR),
         },
     ));
-    let router = serve::router(app.clone(), api::router(api), args.client_timeout);
+    let router = serve::router(app.clone(), api::router(api));
     let limits = crate::http::Limits {
         max_connections: args.max_connections,
         header_timeout: args.client_timeout,

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use chrono::DateTime;
 use serde::Deserialize;
 
+use super::future;
 use crate::event::{is_digest, Method, Micros, RequestEvent, RequestKind};
 
 /// Lines longer than this are rejected before parsing.
@@ -127,6 +128,10 @@ struct Request<'a> {
 pub struct Decoder {
     max_line_bytes: usize,
     interned: foldhash::HashMap<Box<str>, Arc<str>>,
+    /// `--max-future` against the wall clock (live input), and the clock read
+    /// once per line.
+    max_future: Option<Micros>,
+    now: Micros,
 }
 
 /// Interning stops growing past this many distinct strings; beyond it strings
@@ -138,7 +143,16 @@ impl Decoder {
         Self {
             max_line_bytes,
             interned: foldhash::HashMap::default(),
+            max_future: None,
+            now: 0,
         }
+    }
+
+    /// Refuses events more than `bound` µs ahead of the wall clock (`None`:
+    /// no bound), as `invalid timestamp` (see [`crate::pipeline::future`]).
+    pub fn with_clock_bound(mut self, bound: Option<Micros>) -> Self {
+        self.max_future = bound;
+        self
     }
 
     /// Decodes one line, appending its events to `out`. For an envelope some
@@ -152,6 +166,9 @@ impl Decoder {
             });
         }
         let text = std::str::from_utf8(line).map_err(|_| DecodeError::InvalidUtf8)?;
+        if self.max_future.is_some() {
+            self.now = chrono::Utc::now().timestamp_micros();
+        }
         let text = text.trim();
         if text.is_empty() {
             return Err(DecodeError::Empty);
@@ -278,6 +295,14 @@ impl Decoder {
     }
 
     fn build(&mut self, f: Fields<'_>) -> Result<RequestEvent, DecodeError> {
+        if let Some(bound) = self.max_future {
+            if f.timestamp > self.now.saturating_add(bound) {
+                return Err(invalid(
+                    "timestamp",
+                    future::clock_reason(f.timestamp, self.now, bound),
+                ));
+            }
+        }
         check_name("namespace", f.namespace)?;
         check_name("repository", f.repository)?;
         check_reference(f.reference)?;

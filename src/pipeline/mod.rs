@@ -20,6 +20,8 @@ pub mod dead_letter;
 pub mod decode;
 pub mod dedup;
 pub mod enrich;
+pub mod future;
+#[cfg(feature = "engine")]
 pub mod kafka;
 pub mod sessionize;
 pub mod source;
@@ -170,6 +172,13 @@ impl Pipeline {
             stats: IngestStats::default(),
             logged_bad: 0,
         }
+    }
+
+    /// Refuses input events more than `bound` µs ahead of the wall clock
+    /// (live input; files use [`future::DataBound`] on their own decoder).
+    pub fn with_clock_bound(mut self, bound: Option<crate::event::Micros>) -> Self {
+        self.decoder = std::mem::take(&mut self.decoder).with_clock_bound(bound);
+        self
     }
 
     /// Swaps in reloaded enrichment data: actions decided from now on use it.

@@ -25,6 +25,7 @@ use crate::table::{self, TableError, TableKind};
 pub mod distinct;
 pub mod export;
 pub mod saved;
+pub mod span;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {

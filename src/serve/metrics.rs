@@ -29,6 +29,8 @@ pub enum Outcome {
     TooLarge,
     /// Kept events that could not be handed on (503: the registry retries).
     Unavailable,
+    /// A body that did not arrive within --client-timeout (408, whole bodies).
+    TooSlow,
 }
 
 impl Outcome {
@@ -41,6 +43,7 @@ impl Outcome {
             Outcome::Invalid => "invalid",
             Outcome::TooLarge => "too_large",
             Outcome::Unavailable => "unavailable",
+            Outcome::TooSlow => "too_slow",
         }
     }
 }
@@ -81,7 +84,7 @@ impl ServeMetrics {
             out,
             name,
             "counter",
-            "Notification events by outcome (invalid and too_large: whole bodies)",
+            "Notification events by outcome (invalid, too_large and too_slow: whole bodies)",
         );
         if let Ok(m) = self.notifications.lock() {
             for (outcome, n) in m.iter() {

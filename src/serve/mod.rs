@@ -102,6 +102,12 @@ pub struct App {
     /// The engine's series (direct mode), rendered on the same `/metrics`.
     pub engine_metrics: Option<Arc<crate::metrics::Metrics>>,
     pub max_body_bytes: usize,
+    /// `--max-future` (µs): events further ahead of the clock are dead-lettered.
+    pub max_future: Option<crate::event::Micros>,
+    /// `--client-timeout`: a whole body must arrive within it (tower-http's
+    /// body timeout only bounds the wait between two frames, which a body
+    /// sent a byte a second never trips).
+    pub body_deadline: Duration,
     /// How long an envelope may wait for Kafka's confirmation or the commit.
     pub wait: Duration,
     /// Set at shutdown: new envelopes are answered 503.
@@ -127,6 +133,8 @@ impl App {
             metrics: Arc::new(ServeMetrics::default()),
             engine_metrics,
             max_body_bytes,
+            max_future: None,
+            body_deadline: Duration::from_secs(30),
             wait,
             draining,
             requests: AtomicU64::new(0),
@@ -137,7 +145,8 @@ impl App {
 /// The routes (the receiver's, and `more`: the API's), with the
 /// request-level layers: a deadline for a request's body and for its whole
 /// handling, compression of answers, request tracing, and metrics.
-pub fn router(app: Arc<App>, more: Router, body_timeout: Duration) -> Router {
+pub fn router(app: Arc<App>, more: Router) -> Router {
+    let body_timeout = app.body_deadline;
     let handling = app.wait + body_timeout + Duration::from_secs(5);
     Router::new()
         .route("/notifications", post(notifications))
@@ -293,7 +302,20 @@ async fn notifications(State(app): State<Arc<App>>, headers: HeaderMap, body: Bo
         return unavailable("shutting down");
     }
     let request = app.requests.fetch_add(1, Ordering::Relaxed) + 1;
-    let bytes = match read_body(body, app.max_body_bytes).await {
+    let read = tokio::time::timeout(app.body_deadline, read_body(body, app.max_body_bytes));
+    let Ok(read) = read.await else {
+        app.metrics.count(Outcome::TooSlow, 1);
+        return (
+            StatusCode::REQUEST_TIMEOUT,
+            [(header::CONNECTION, "close")],
+            format!(
+                "the body did not arrive within --client-timeout ({}s)\n",
+                app.body_deadline.as_secs_f64()
+            ),
+        )
+            .into_response();
+    };
+    let bytes = match read {
         Ok(ReadBody::Whole(b)) => b,
         Ok(ReadBody::TooLarge(prefix)) => {
             let reason = format!(
@@ -315,7 +337,10 @@ async fn notifications(State(app): State<Arc<App>>, headers: HeaderMap, body: Bo
                 .into_response()
         }
     };
-    let sorted = match receive::sort(&bytes, &mut Decoder::new(app.max_body_bytes)) {
+    let sorted = match receive::sort(
+        &bytes,
+        &mut Decoder::new(app.max_body_bytes).with_clock_bound(app.max_future),
+    ) {
         Ok(s) => s,
         Err(reason) => {
             let bad = vec![Bad {

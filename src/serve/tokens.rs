@@ -299,6 +299,14 @@ impl Tokens {
         })
     }
 
+    /// Tokens from a file's text (`path` names it in errors), never re-read.
+    pub fn from_text(path: &Path, text: &str) -> Result<Self, TokenError> {
+        Ok(Self {
+            path: path.to_owned(),
+            current: RwLock::new((Fingerprint::new(), Arc::new(parse(path, text)?))),
+        })
+    }
+
     fn loaded(&self) -> Arc<Loaded> {
         self.current.read().map(|c| c.1.clone()).unwrap_or_default()
     }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray};
-use chrono::{Months, NaiveDate};
+use chrono::NaiveDate;
 use datafusion::error::DataFusionError;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{col, ParquetReadOptions, SessionConfig, SessionContext};
@@ -468,47 +468,7 @@ fn with_day(
     Ok(RecordBatch::try_new(schema, columns)?)
 }
 
-/// A retention window: `13m` (months), `90d`, `52w`, `2y`.
-pub fn parse_keep(s: &str) -> Result<Keep, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u32 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a retention window (e.g. 13m, 400d, 52w, 2y)"))?;
-    if n == 0 {
-        return Err("the retention window must be at least one day".into());
-    }
-    match unit {
-        "d" => Ok(Keep::Days(n)),
-        "w" => Ok(Keep::Days(n.saturating_mul(7))),
-        "m" | "mo" => Ok(Keep::Months(n)),
-        "y" => Ok(Keep::Months(n.saturating_mul(12))),
-        other => Err(format!(
-            "unknown unit `{other}` in `{s}` (d = days, w = weeks, m = months, y = years)"
-        )),
-    }
-}
-
-/// How much history to keep.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Keep {
-    Days(u32),
-    Months(u32),
-}
-
-impl Keep {
-    /// The first day kept when today is `today`: with `13m` on 2026-11-24,
-    /// 2025-10-24.
-    pub fn first_kept_day(self, today: NaiveDate) -> NaiveDate {
-        match self {
-            Keep::Days(n) => today - chrono::Days::new(u64::from(n)),
-            Keep::Months(n) => today
-                .checked_sub_months(Months::new(n))
-                .unwrap_or(NaiveDate::MIN),
-        }
-    }
-}
+pub use crate::query::span::{parse_keep, Keep};
 
 /// What retention removed (or, in a dry run, would remove).
 #[derive(Debug, Clone, Serialize)]

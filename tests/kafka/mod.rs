@@ -380,6 +380,12 @@ fn malformed_messages_go_to_the_dead_letter_topic() {
                 .replacen("\"remote_addr\":\"", "\"remote_addr\":\"999.1.", 1)
                 .into_bytes(),
         ),
+        (
+            "years ahead of the clock",
+            first
+                .replacen("\"timestamp\":\"2026-", "\"timestamp\":\"2031-", 1)
+                .into_bytes(),
+        ),
     ];
     assert!(
         bad.iter().all(|(_, b)| b != first.as_bytes()),
@@ -391,7 +397,7 @@ fn malformed_messages_go_to_the_dead_letter_topic() {
             .map(|(_, b)| (None, b.clone()))
             .collect::<Vec<_>>(),
     );
-    let ends = broker.end_offsets("events", 1, 5006);
+    let ends = broker.end_offsets("events", 1, 5007);
     let table = dir.path().join("pulls");
     let mut d = daemon(
         &broker,
@@ -402,14 +408,14 @@ fn malformed_messages_go_to_the_dead_letter_topic() {
     );
     wait_done(&table, "events", &ends, Duration::from_secs(120));
     assert!(
-        d.metrics().contains("pullstats_dead_letters_total 6"),
+        d.metrics().contains("pullstats_dead_letters_total 7"),
         "{}",
         d.metrics()
     );
     d.terminate(Duration::from_secs(30));
 
-    let letters = consume_all(&broker, "events.dlq", 6);
-    assert_eq!(letters.len(), 6);
+    let letters = consume_all(&broker, "events.dlq", 7);
+    assert_eq!(letters.len(), 7);
     for (i, (headers, payload)) in letters.iter().enumerate() {
         let offset: i64 = headers["pullstats.source.offset"].parse().expect("offset");
         assert_eq!(offset, 5000 + i as i64, "in order, with the source offset");
@@ -433,6 +439,11 @@ fn malformed_messages_go_to_the_dead_letter_topic() {
         letters[5].0["pullstats.reason"].contains("remote_addr"),
         "{:?}",
         letters[5].0
+    );
+    assert!(
+        letters[6].0["pullstats.reason"].contains("ahead of the clock"),
+        "{:?}",
+        letters[6].0
     );
     assert_same_tables(&table, &reference(dir.path(), &events));
 }

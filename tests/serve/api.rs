@@ -22,7 +22,7 @@ const DIGEST: &str = "sha256:d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d
 
 /// The fixture's dates: the last complete month `m`, and the first two
 /// Mondays in it (`wa`, `wb`), whose weeks end inside it.
-struct Dates {
+pub(super) struct Dates {
     m: NaiveDate,
     wa: NaiveDate,
     wb: NaiveDate,
@@ -119,7 +119,7 @@ fn ymd(d: NaiveDate) -> String {
     d.format("%Y-%m-%d").to_string()
 }
 
-fn start(dir: &Path, extra: &[&str]) -> (Serve, String, String, String, String, Dates) {
+pub(super) fn start(dir: &Path, extra: &[&str]) -> (Serve, String, String, String, String, Dates) {
     let d = dates();
     let events = dir.join("fixture.jsonl");
     std::fs::write(&events, fixture(&d)).expect("fixture");
@@ -687,6 +687,12 @@ fn schemathesis_finds_every_answer_as_documented() {
             "2",
             "--seed",
             "1",
+            // Every phase, with negative data (invalid parameters) as well
+            // as positive: the attack pass's conformance half.
+            "--phases",
+            "examples,coverage,fuzzing,stateful",
+            "--mode",
+            "all",
             "--no-color",
         ])
         .env("SCHEMATHESIS_HOOKS", "")

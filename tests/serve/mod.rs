@@ -11,6 +11,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 mod api;
+mod attack;
 mod registry;
 mod web;
 
@@ -37,7 +38,8 @@ pub struct Serve {
 
 impl Serve {
     /// Starts `serve` with `--table table --tokens tokens` and `extra`, and
-    /// waits until it answers `/healthz`.
+    /// waits until it answers `/healthz`. Sessions close after 1 s without
+    /// a notification unless `extra` says `--idle-close`.
     pub fn start(table: &Path, tokens: &Path, extra: &[&str]) -> Self {
         let mut args: Vec<String> = vec![
             "serve".into(),
@@ -47,11 +49,12 @@ impl Serve {
             tokens.display().to_string(),
             "--flush-interval".into(),
             "200ms".into(),
-            "--idle-close".into(),
-            "1s".into(),
             LATENESS[0].into(),
             LATENESS[1].into(),
         ];
+        if !extra.contains(&"--idle-close") {
+            args.extend(["--idle-close".into(), "1s".into()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let log = table.with_extension("serve.log");
         let port = free_port();
@@ -63,6 +66,11 @@ impl Serve {
         };
         s.wait_healthy();
         s
+    }
+
+    /// The server's process id (for its memory in /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     fn wait_healthy(&self) {
@@ -314,7 +322,10 @@ fn direct_mode_equals_file_ingest_through_resends_and_kills() {
     let tokens = dir.path().join("tokens.toml");
     let secret = token(&tokens, "registry", "receive", &[]);
     let table = dir.path().join("pulls");
-    let mut serve = Serve::start(&table, &tokens, &[]);
+    // The idle close is wall-clock: on a loaded machine a commit can keep
+    // the next envelope back for over a second, and a 1 s idle close would
+    // split a pull in two (an action more than the file ingest).
+    let mut serve = Serve::start(&table, &tokens, &["--idle-close", "10s"]);
 
     let (third, two_thirds) = (bodies.len() / 3, 2 * bodies.len() / 3);
     post_all(&serve, &secret, &bodies[..third]);
@@ -410,9 +421,15 @@ fn tokens_statuses_and_bad_bodies() {
     assert_eq!(serve.post(Some(&receive), big.as_bytes()).0, 202);
     let bad_event = br#"{"events":[{"action":"pull","target":{"mediaType":"application/vnd.oci.image.manifest.v1+json"}}]}"#;
     assert_eq!(serve.post(Some(&receive), bad_event).0, 202);
-    assert_eq!(dead_letters(&dead), 5);
+    // An event dated years ahead of the clock would make later ones late.
+    let text = std::str::from_utf8(envelope).expect("utf-8");
+    let far_future = text.replacen("\"timestamp\":\"2026-", "\"timestamp\":\"2031-", 1);
+    assert_ne!(far_future, text);
+    assert_eq!(serve.post(Some(&receive), far_future.as_bytes()).0, 202);
+    assert_eq!(dead_letters(&dead), 6);
     let letters = std::fs::read_to_string(&dead).expect("dead letters");
     assert!(letters.contains("--max-body-bytes"), "{letters}");
+    assert!(letters.contains("ahead of the clock"), "{letters}");
 
     assert_eq!(get(serve.port, "/readyz").map(|a| a.0), Some(200));
     let metrics = serve.metrics();
@@ -420,7 +437,7 @@ fn tokens_statuses_and_bad_bodies() {
         "pullstats_notifications_total{outcome=\"too_large\"} 1",
         "pullstats_notifications_total{outcome=\"invalid\"} 3",
         "pullstats_notifications_total{outcome=\"accepted\"} 1",
-        "pullstats_notifications_total{outcome=\"bad\"} 1",
+        "pullstats_notifications_total{outcome=\"bad\"} 2",
         "pullstats_http_requests_total{route=\"/notifications\",status=\"401\"} 2",
         "pullstats_http_requests_total{route=\"/notifications\",status=\"403\"} 1",
         "pullstats_http_request_duration_seconds_bucket{route=\"/notifications\"",

@@ -166,7 +166,12 @@ impl GeoDb {
             path: path.to_owned(),
             reason: e.to_string(),
         })?;
-        // The maxminddb crate (0.26) panics on some malformed files instead
+        Self::parse(path, bytes)
+    }
+
+    /// A database from its bytes (`path` names it in errors).
+    pub fn parse(path: &Path, bytes: Vec<u8>) -> Result<Self, GeoError> {
+        // The maxminddb crate has panicked on some malformed files instead
         // of returning an error, e.g. one cut off inside its metadata (a
         // database caught mid-copy): that is a corrupt file, never a crash.
         quietly(|| Self::from_bytes(path, bytes)).unwrap_or_else(|_| {
@@ -184,7 +189,8 @@ impl GeoDb {
         };
         let meta = Reader::from_source(bytes.as_slice())
             .map_err(|e| open_error(e.to_string()))?
-            .metadata;
+            .metadata()
+            .clone();
         let first = first_record_ip(&bytes, &meta).map_err(|reason| GeoError::Corrupt {
             path: path.to_owned(),
             reason,
@@ -216,16 +222,27 @@ impl GeoDb {
 
     /// Fills the fields of `info` that are still empty. A lookup error (a
     /// corrupt record deep in the file) leaves them empty rather than
-    /// failing the action.
-    fn fill(&self, ip: IpAddr, info: &mut GeoInfo) {
+    /// failing the action; so does a record the maxminddb crate panics on
+    /// (found by the `mmdb` fuzz target: an out-of-bounds pointer in a
+    /// record of a file that opens).
+    pub fn fill(&self, ip: IpAddr, info: &mut GeoInfo) {
         if ip.is_ipv6() && !self.ipv6 {
             return;
         }
-        let record = match self.reader.lookup::<Record<'_>>(ip) {
-            Ok(Some(r)) => r,
-            Ok(None) => return,
-            Err(e) => {
+        let lookup = quietly(|| {
+            self.reader
+                .lookup(ip)
+                .and_then(|found| found.decode::<Record<'_>>())
+        });
+        let record = match lookup {
+            Ok(Ok(Some(r))) => r,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
                 tracing::debug!(path = %self.path.display(), "lookup failed: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(path = %self.path.display(), "lookup failed: corrupt record");
                 return;
             }
         };
@@ -303,7 +320,8 @@ fn probe(
         });
     };
     let record = reader
-        .lookup::<Record<'_>>(ip)
+        .lookup(ip)
+        .and_then(|found| found.decode::<Record<'_>>())
         .map_err(|e| corrupt(e.to_string()))?
         .unwrap_or_default();
     if !record.has_any_field() {

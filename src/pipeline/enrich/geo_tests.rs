@@ -260,3 +260,34 @@ fn a_database_cut_off_anywhere_is_an_error() {
     }
     assert!(Geo::open(&[whole]).is_ok());
 }
+
+/// Found by the `mmdb` fuzz target (inputs kept in `testdata/fuzz/`): a
+/// database that opens, one of whose records points out of the file (the
+/// maxminddb crate 0.26 panicked looking it up), and one whose pointers form
+/// a cycle (0.26 followed it until the stack overflowed: an abort, not a
+/// panic). Each opens, or is refused, and its lookups come back empty.
+#[test]
+fn corrupt_records_are_empty_lookups_not_crashes() {
+    for name in ["mmdb-record-out-of-bounds.mmdb", "mmdb-pointer-cycle.mmdb"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata/fuzz")
+            .join(name);
+        let bytes = std::fs::read(&path).expect("testdata");
+        // The addresses the fuzz target looks up.
+        let seed = bytes
+            .iter()
+            .fold(0u128, |a, &b| a.rotate_left(7) ^ u128::from(b));
+        let Ok(db) = GeoDb::parse(&path, bytes) else {
+            continue;
+        };
+        for ip in [
+            IpAddr::V4(std::net::Ipv4Addr::from(seed as u32)),
+            ip("81.2.69.160"),
+            IpAddr::V6(std::net::Ipv6Addr::from(seed)),
+            ip("2001:218::1"),
+        ] {
+            let mut info = GeoInfo::default();
+            db.fill(ip, &mut info);
+        }
+    }
+}
