@@ -148,7 +148,7 @@ def file_ingest(args, work, rows):
 
 def kafka(args, rows):
     for n in args.kafka_events:
-        r = kafka_ingest.run(args.bin, args.tansu, n)
+        r = kafka_ingest.run(args.bin, args.tansu, n)[0]
         rows.append(("Kafka ingest, events/s", f"{n:,} events, 3 partitions, flush 2 s",
                      f"{n / r['ingest_s']:,.0f}/s ({r['ingest_s']:.1f} s)",
                      f"read-topic {n / r['bare_s']:,.0f}/s ({r['bare_s']:.1f} s)",

@@ -11,7 +11,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use arrow::array::RecordBatch;
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -22,7 +22,7 @@ use pullstats::pipeline::decode::DEFAULT_MAX_LINE_BYTES;
 use pullstats::pipeline::enrich::{ActionEnricher, EnrichSources, IpHasher};
 use pullstats::pipeline::sessionize::SessionConfig;
 use pullstats::pipeline::Pipeline;
-use pullstats::table::{self, TableKind, TableWriter};
+use pullstats::table::{self, Location, TableKind, TableWriter};
 
 const ROWS_PER_COMMIT: usize = 10;
 
@@ -59,14 +59,15 @@ fn actions(dead_letters: &Path) -> RecordBatch {
 }
 
 /// The table, built unless a complete one is already there.
-async fn table_with_commits(dir: &Path, commits: u64) -> PathBuf {
-    let path = dir.join(format!("table-{commits}-commits"));
+async fn table_with_commits(dir: &Path, commits: u64) -> Location {
+    let dir_path = dir.join(format!("table-{commits}-commits"));
+    let path = Location::Local(dir_path.clone());
     if let Ok(t) = table::open(&path, TableKind::Pulls).await {
         if t.version() == Some(commits) {
             return path;
         }
     }
-    let _ = std::fs::remove_dir_all(&path);
+    let _ = std::fs::remove_dir_all(&dir_path);
     let rows = actions(&dir.join("dead-letters.jsonl"));
     let created = table::open_or_create(&path, TableKind::Pulls)
         .await

@@ -16,6 +16,7 @@ use crate::pipeline::kafka::parse_setting;
 use crate::pipeline::sessionize::DEFAULT_MAX_OPEN_SESSIONS;
 use crate::query::export::{Breakdown, Granularity, TrendGroup, View};
 use crate::query::OutputFormat;
+use crate::table::location::{Location, Unechoed};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -31,6 +32,13 @@ pub struct Cli {
     /// Only errors on stderr.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+    /// A storage setting of a table in an object store, KEY=VALUE
+    /// (repeatable; deltalake's keys, e.g. AWS_ENDPOINT_URL=http://127.0.0.1:9000,
+    /// AWS_ALLOW_HTTP=true). The standard environment (AWS_ACCESS_KEY_ID,
+    /// AWS_REGION, AWS_PROFILE, instance roles, GOOGLE_*, AZURE_*) applies
+    /// too. Values are never printed.
+    #[arg(long = "storage-option", global = true, env = "PULLSTATS_STORAGE_OPTIONS", hide_env_values = true, value_delimiter = ',', value_parser = Unechoed(crate::table::location::parse_storage_option))]
+    pub storage_options: Vec<crate::table::location::StorageOption>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -108,8 +116,8 @@ pub struct TokenCreateArgs {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// The pulls table directory (direct mode writes it; created if missing).
-    #[arg(long, env = "PULLSTATS_TABLE")]
-    pub table: PathBuf,
+    #[arg(long, env = "PULLSTATS_TABLE", value_parser = Unechoed(Location::parse))]
+    pub table: Location,
     /// Address to listen on. Loopback by default: put TLS and any public
     /// exposure in a reverse proxy.
     #[arg(long, env = "PULLSTATS_LISTEN", default_value = "127.0.0.1:8080")]
@@ -214,8 +222,8 @@ pub struct ManArgs {
 #[derive(Debug, Args)]
 pub struct CompactArgs {
     /// The pulls table directory (its rejected table is compacted too).
-    #[arg(long, env = "PULLSTATS_TABLE")]
-    pub table: PathBuf,
+    #[arg(long, env = "PULLSTATS_TABLE", value_parser = Unechoed(Location::parse))]
+    pub table: Location,
     /// Only this day (even today, when asked for).
     #[arg(long, value_parser = parse_day, conflicts_with = "since")]
     pub day: Option<NaiveDate>,
@@ -233,8 +241,8 @@ pub struct CompactArgs {
 #[derive(Debug, Args)]
 pub struct RetainArgs {
     /// The pulls table directory (its rejected table is cut too).
-    #[arg(long, env = "PULLSTATS_TABLE")]
-    pub table: PathBuf,
+    #[arg(long, env = "PULLSTATS_TABLE", value_parser = Unechoed(Location::parse))]
+    pub table: Location,
     /// How much history to keep: 13m (months), 400d, 52w, 2y.
     #[arg(long, value_parser = crate::table::maintenance::parse_keep)]
     pub keep: crate::table::maintenance::Keep,
@@ -249,8 +257,8 @@ pub struct RetainArgs {
 #[derive(Debug, Args)]
 pub struct VacuumArgs {
     /// The pulls table directory (its rejected table is vacuumed too).
-    #[arg(long, env = "PULLSTATS_TABLE")]
-    pub table: PathBuf,
+    #[arg(long, env = "PULLSTATS_TABLE", value_parser = Unechoed(Location::parse))]
+    pub table: Location,
     /// Keep what versions this recent need (default: the table's
     /// delta.deletedFileRetentionDuration, 7 days); e.g. 48h, 7d.
     #[arg(long, value_parser = parse_duration)]
@@ -275,8 +283,8 @@ pub enum InfoFormat {
 #[derive(Debug, Args)]
 pub struct InfoArgs {
     /// The pulls table directory.
-    #[arg(long, env = "PULLSTATS_TABLE")]
-    pub table: PathBuf,
+    #[arg(long, env = "PULLSTATS_TABLE", value_parser = Unechoed(Location::parse))]
+    pub table: Location,
     /// Output format (json adds every day's files, bytes and rows).
     #[arg(long, value_enum, default_value_t = InfoFormat::Text)]
     pub format: InfoFormat,
@@ -427,8 +435,8 @@ pub struct IngestArgs {
     #[arg(long, env = "PULLSTATS_CONFIG")]
     pub config: Option<PathBuf>,
     /// The pulls table directory (created if missing).
-    #[arg(long, env = "PULLSTATS_TABLE")]
-    pub table: PathBuf,
+    #[arg(long, env = "PULLSTATS_TABLE", value_parser = Unechoed(Location::parse))]
+    pub table: Location,
     /// Dead-letter file for bad lines (JSON lines); default `<table>.dead-letter.jsonl`.
     #[arg(long, env = "PULLSTATS_DEAD_LETTER", conflicts_with = "brokers")]
     pub dead_letter: Option<PathBuf>,
@@ -538,8 +546,8 @@ impl KafkaArgs {
 #[derive(Debug, Args)]
 pub struct SqlArgs {
     /// The pulls table directory.
-    #[arg(long, env = "PULLSTATS_TABLE")]
-    pub table: PathBuf,
+    #[arg(long, env = "PULLSTATS_TABLE", value_parser = Unechoed(Location::parse))]
+    pub table: Location,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
@@ -556,8 +564,8 @@ pub struct SqlArgs {
 #[command(group(clap::ArgGroup::new("span").args(["week", "month", "from", "last"])))]
 pub struct ExportArgs {
     /// The pulls table directory.
-    #[arg(long, env = "PULLSTATS_TABLE")]
-    pub table: PathBuf,
+    #[arg(long, env = "PULLSTATS_TABLE", value_parser = Unechoed(Location::parse))]
+    pub table: Location,
     /// What to export (spec §4).
     #[arg(long, value_enum, default_value_t = View::Summary)]
     pub view: View,
@@ -628,8 +636,8 @@ pub struct QueryArgs {
     #[arg(long)]
     pub list: bool,
     /// The pulls table directory.
-    #[arg(long, env = "PULLSTATS_TABLE", required_unless_present = "list")]
-    pub table: Option<PathBuf>,
+    #[arg(long, env = "PULLSTATS_TABLE", required_unless_present = "list", value_parser = Unechoed(Location::parse))]
+    pub table: Option<Location>,
     /// A parameter, key=value (repeatable).
     #[arg(long = "param", value_parser = crate::query::saved::parse_param)]
     pub params: Vec<(String, String)>,

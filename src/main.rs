@@ -19,6 +19,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse_from(args);
     init_tracing(cli.verbose, cli.quiet);
+    pullstats::table::location::set_storage_options(&cli.storage_options);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -67,7 +68,13 @@ fn error_chain(e: &anyhow::Error) -> String {
     let mut line = String::new();
     let mut previous = String::new();
     for cause in e.chain() {
-        let text = cause.to_string();
+        // One line, even when a cause quotes a multi-line answer (an object
+        // store's XML error body).
+        let text = cause
+            .to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
         if !previous.contains(&text) {
             if !line.is_empty() {
                 line.push_str(": ");

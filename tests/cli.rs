@@ -5,6 +5,7 @@ mod helpers;
 mod kafka;
 mod maintenance;
 mod packaging;
+mod s3;
 mod serve;
 
 use std::collections::HashMap;

@@ -13,7 +13,7 @@
 //! are those of the union of its repositories, never a sum.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+
 use std::sync::{Arc, RwLock};
 
 use arrow::array::{Array, AsArray, RecordBatch};
@@ -24,7 +24,7 @@ use futures::TryStreamExt;
 
 use crate::query::export::{day_rows, Granularity, Span};
 use crate::query::{self, QueryError};
-use crate::table::{self, TableKind};
+use crate::table::{self, Location, TableKind};
 
 /// The counts of one period and group.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -187,7 +187,7 @@ impl From<table::TableError> for DataError {
 
 /// The table as the API sees it.
 pub struct Catalog {
-    path: PathBuf,
+    path: Location,
     /// The table as last refreshed (computations run over this snapshot).
     table: tokio::sync::Mutex<Option<DeltaTable>>,
     days: RwLock<Arc<Days>>,
@@ -201,9 +201,9 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    pub fn new(path: &Path) -> Self {
+    pub fn new(path: &Location) -> Self {
         Self {
-            path: path.to_owned(),
+            path: path.clone(),
             table: tokio::sync::Mutex::new(None),
             days: RwLock::new(Arc::new(Days::default())),
             periods: RwLock::new(HashMap::new()),
@@ -212,7 +212,7 @@ impl Catalog {
         }
     }
 
-    pub fn path(&self) -> &Path {
+    pub fn path(&self) -> &Location {
         &self.path
     }
 
@@ -238,7 +238,7 @@ impl Catalog {
                     source: e,
                 })?,
             None => {
-                if !self.path.join("_delta_log").is_dir() {
+                if !table::exists(&self.path).await? {
                     return Ok(false);
                 }
                 *guard = Some(table::open(&self.path, TableKind::Pulls).await?);

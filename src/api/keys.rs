@@ -34,6 +34,8 @@ pub enum KeyError {
     Short,
     #[error("cannot draw random bytes for a signing key: {0}")]
     Random(String),
+    #[error("a table in an object store needs --signing-key (PULLSTATS_SIGNING_KEY): the key is not written into a shared bucket, and every `serve` of the table must share one")]
+    Remote,
 }
 
 /// Why a link is refused.
@@ -66,12 +68,15 @@ fn now_s() -> u64 {
 }
 
 impl Keys {
-    /// From `--signing-key`, or the table's key file (created when missing).
-    pub fn load(given: Option<&str>, table: &Path) -> Result<Self, KeyError> {
-        let secret = match given {
-            Some(k) if k.len() < 32 => return Err(KeyError::Short),
-            Some(k) => k.as_bytes().to_vec(),
-            None => key_file(&table.join(KEY_FILE))?,
+    /// From `--signing-key`, or a local table's key file (created when
+    /// missing); `table` is the local table directory, `None` for a table
+    /// in an object store.
+    pub fn load(given: Option<&str>, table: Option<&Path>) -> Result<Self, KeyError> {
+        let secret = match (given, table) {
+            (Some(k), _) if k.len() < 32 => return Err(KeyError::Short),
+            (Some(k), _) => k.as_bytes().to_vec(),
+            (None, Some(dir)) => key_file(&dir.join(KEY_FILE))?,
+            (None, None) => return Err(KeyError::Remote),
         };
         Ok(Self::from_secret(&secret))
     }
@@ -281,7 +286,7 @@ mod tests {
             Err(KeyError::Invalid(_))
         ));
         assert!(matches!(
-            Keys::load(Some("short"), dir.path()),
+            Keys::load(Some("short"), Some(dir.path())),
             Err(KeyError::Short)
         ));
     }

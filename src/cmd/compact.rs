@@ -20,13 +20,13 @@ pub async fn run(args: CompactArgs) -> anyhow::Result<()> {
         quiet_for: None,
         now_ms: now.timestamp_millis(),
     };
-    for (path, kind) in maintenance::tables(&args.table)? {
-        let mut print = |r: &CompactReport| println!("{}: {r}", path.display());
+    for (path, kind) in maintenance::tables(&args.table).await? {
+        let mut print = |r: &CompactReport| println!("{}: {r}", path);
         let reports = maintenance::compact(&path, kind, &options, &mut print)
             .await
-            .with_context(|| format!("compaction of {} stopped", path.display()))?;
+            .with_context(|| format!("compaction of {} stopped", path))?;
         if reports.is_empty() {
-            println!("{}: nothing to compact", path.display());
+            println!("{}: nothing to compact", path);
         }
     }
     Ok(())

@@ -24,8 +24,9 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     let dlq_topic = stream::dead_letter_topic(&topic, k.dlq_topic.as_deref())?;
     let (pipeline, fingerprint) = config::pipeline(&args)?;
 
+    let signals = Signals::install();
     // Both tables exist before any partition is assigned.
-    let tables = Tables::open(&args.table).await?;
+    let tables = Tables::open_waiting(&args.table, &signals).await?;
 
     let metrics = Arc::new(Metrics::default());
     let _server = match k.metrics_addr {
@@ -36,7 +37,6 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let signals = Signals::install();
 
     let consumer_config = kafka::client_config(&brokers, &consumer_defaults(k), &k.settings)?;
     let producer_config = kafka::client_config(
@@ -71,13 +71,17 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
             metrics.clone(),
         ))
     });
-    tracing::info!(%brokers, %topic, group = %k.group, dlq = %dlq_topic, table = %args.table.display(), "daemon started");
+    tracing::info!(%brokers, %topic, group = %k.group, dlq = %dlq_topic, table = %args.table, "daemon started");
     let parts = EngineParts {
         source,
         pipeline,
         dead_letters: Box::new(dead_letters),
         resumer,
-        store: SessionStore::new(&args.table, &topic),
+        store: SessionStore::new(
+            tokio::runtime::Handle::current(),
+            tables.pulls.table(),
+            &topic,
+        ),
         metrics,
         config: StreamConfig {
             flush_interval: k.flush_interval,

@@ -52,7 +52,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         from_file: Some(events.clone()),
         config: None,
         kafka: KafkaArgs::unused(),
-        table: table.clone(),
+        table: crate::table::Location::Local(table.clone()),
         dead_letter: None,
         max_line_bytes: DEFAULT_MAX_LINE_BYTES,
         no_progress: false,
@@ -83,7 +83,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         );
     }
 
-    let ctx = query::session(&table).await?;
+    let ctx = query::session(&crate::table::Location::Local(table.clone())).await?;
     for (title, sql) in SUMMARY_QUERIES {
         println!("\n{title}");
         let stream = query::execute(&ctx, sql).await?;

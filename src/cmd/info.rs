@@ -7,7 +7,7 @@ use crate::table::maintenance::{self, mib, TableInfo};
 
 pub async fn run(args: InfoArgs) -> anyhow::Result<()> {
     let mut infos = Vec::new();
-    for (path, kind) in maintenance::tables(&args.table)? {
+    for (path, kind) in maintenance::tables(&args.table).await? {
         infos.push(maintenance::info(&path, kind, args.target_file_size).await?);
     }
     match args.format {
@@ -28,7 +28,7 @@ fn print_text(i: &TableInfo) {
         .map_or("-".to_owned(), |t| {
             t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
         });
-    println!("{} ({} table)", i.table.display(), i.kind);
+    println!("{} ({} table)", i.table, i.kind);
     println!(
         "  version     {} (last commit {when}, {})",
         i.version,

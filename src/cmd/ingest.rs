@@ -28,7 +28,7 @@ use crate::pipeline::decode::Decoder;
 use crate::pipeline::future::{self, DataBound};
 use crate::pipeline::source::{Line, LineReader};
 use crate::pipeline::{IngestStats, Pipeline};
-use crate::table::{self, TableKind, TableWriter};
+use crate::table::{self, Location, TableKind, TableWriter};
 
 /// Batches in flight between the pipeline thread and the writer.
 const CHANNEL_BATCHES: usize = 4;
@@ -46,12 +46,17 @@ pub struct IngestReport {
     /// The table version committed; `None` when there was nothing to write.
     pub version: Option<u64>,
     pub dead_letters: u64,
-    pub dead_letter_path: PathBuf,
+    /// Where they are: a local path, or the object's URL.
+    pub dead_letters_at: String,
 }
 
-/// `<table>.dead-letter.jsonl`, beside the table directory.
-pub fn default_dead_letter_path(table: &Path) -> PathBuf {
-    table::beside(table, ".dead-letter.jsonl")
+/// `<table>.dead-letter.jsonl`, beside a local table directory; `None` for
+/// a table in an object store (see [`ingest`]).
+pub fn default_dead_letter_path(table: &Location) -> Option<PathBuf> {
+    table
+        .beside(".dead-letter.jsonl")
+        .local_path()
+        .map(Path::to_owned)
 }
 
 /// `pullstats ingest --from-file`: ingests and prints the summary.
@@ -61,8 +66,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<IngestReport> {
     if report.dead_letters > 0 {
         println!(
             "{} bad line(s) written to {}",
-            report.dead_letters,
-            report.dead_letter_path.display()
+            report.dead_letters, report.dead_letters_at
         );
     }
     Ok(report)
@@ -81,11 +85,21 @@ pub async fn ingest(args: &IngestArgs) -> anyhow::Result<IngestReport> {
     let rejected_path = table::rejected_path(&args.table);
     let rejected_table = table::open_or_create(&rejected_path, TableKind::Rejected).await?;
     let mut rejected_writer = TableWriter::new(&rejected_path, rejected_table)?;
-    let dead_letter_path = args
-        .dead_letter
-        .clone()
-        .unwrap_or_else(|| default_dead_letter_path(&args.table));
     let run_id = format!("ingest-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"));
+    // Beside a table in an object store, bad lines are collected in a local
+    // temporary file and uploaded as `<table>.dead-letter/<run>.jsonl`.
+    let (dead_letter_path, upload_to) =
+        match (&args.dead_letter, default_dead_letter_path(&args.table)) {
+            (Some(path), _) => (path.clone(), None),
+            (None, Some(path)) => (path, None),
+            (None, None) => (
+                std::env::temp_dir().join(format!(
+                    "pullstats-{run_id}-{}.dead-letter.jsonl",
+                    std::process::id()
+                )),
+                Some(args.table.beside(".dead-letter")),
+            ),
+        };
     let dead = FileDeadLetters::new(&dead_letter_path, run_id.clone());
     let progress = progress_bar(size, !args.no_progress);
     let started = Instant::now();
@@ -147,11 +161,21 @@ pub async fn ingest(args: &IngestArgs) -> anyhow::Result<IngestReport> {
         version = ?version,
         "ingest committed"
     );
+    let mut dead_letters_at = dead_letter_path.display().to_string();
+    if let (Some(dir), true) = (upload_to, dead_letters > 0) {
+        match table::upload(&dir, &format!("{run_id}.jsonl"), &dead_letter_path).await {
+            Ok(url) => {
+                let _ = std::fs::remove_file(&dead_letter_path);
+                dead_letters_at = url;
+            }
+            Err(e) => tracing::error!("{e}; the bad lines stay in {dead_letters_at}"),
+        }
+    }
     Ok(IngestReport {
         stats,
         version,
         dead_letters,
-        dead_letter_path,
+        dead_letters_at,
     })
 }
 
@@ -381,13 +405,16 @@ mod tests {
 
     #[test]
     fn dead_letters_go_beside_the_table() {
+        let local = |p: &str| Location::Local(PathBuf::from(p));
         assert_eq!(
-            default_dead_letter_path(Path::new("/data/pulls")),
-            PathBuf::from("/data/pulls.dead-letter.jsonl")
+            default_dead_letter_path(&local("/data/pulls")),
+            Some(PathBuf::from("/data/pulls.dead-letter.jsonl"))
         );
         assert_eq!(
-            default_dead_letter_path(Path::new("pulls/")),
-            PathBuf::from("pulls.dead-letter.jsonl")
+            default_dead_letter_path(&local("pulls/")),
+            Some(PathBuf::from("pulls.dead-letter.jsonl"))
         );
+        let remote = Location::parse("s3://lake/pulls").expect("url");
+        assert_eq!(default_dead_letter_path(&remote), None);
     }
 }

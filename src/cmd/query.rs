@@ -25,7 +25,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
         .name
         .as_deref()
         .context("give a query name or --list")?;
-    let table = args.table.as_deref().context("--table is required")?;
+    let table = args.table.as_ref().context("--table is required")?;
     let values: BTreeMap<String, String> = args.params.iter().cloned().collect();
     let sql = saved::find(name)?.render(&values)?;
     crate::cmd::sql::run_statement(table, None, &sql, args.format).await

@@ -13,10 +13,10 @@ pub async fn run(args: RetainArgs) -> anyhow::Result<()> {
         .today
         .unwrap_or_else(|| chrono::Utc::now().date_naive());
     let first_kept = args.keep.first_kept_day(today);
-    for (path, kind) in maintenance::tables(&args.table)? {
+    for (path, kind) in maintenance::tables(&args.table).await? {
         let r = maintenance::retain(&path, kind, first_kept, args.dry_run)
             .await
-            .with_context(|| format!("retention of {} failed", path.display()))?;
+            .with_context(|| format!("retention of {} failed", path))?;
         let days = match (r.days.first(), r.days.last()) {
             (Some(a), Some(b)) if a == b => a.clone(),
             (Some(a), Some(b)) => format!("{a} .. {b}"),
@@ -29,7 +29,7 @@ pub async fn run(args: RetainArgs) -> anyhow::Result<()> {
         };
         println!(
             "{}: keeping {} and later; {verb} {} ({} days, {} files, {} rows){}",
-            path.display(),
+            path,
             r.first_kept_day,
             days,
             r.days.len(),

@@ -2,6 +2,7 @@
 //! or the streaming engine over a queue), the dead-letter sink and the HTTP
 //! server; the receiver itself is [`crate::serve`].
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +25,7 @@ use crate::stream::queue;
 use crate::stream::reload::{self, Reloader};
 use crate::stream::{self, EngineParts, Signals, StreamConfig, TableResumer, Tables};
 use crate::table::sessions::SessionStore;
+use crate::table::Location;
 
 /// The name of direct mode's stream in the table's application ids and
 /// state paths (as a Kafka topic's would be).
@@ -34,6 +36,19 @@ const TOKENS_CHECK: Duration = Duration::from_secs(2);
 const QUEUE_CAPACITY: usize = 4096;
 /// Where the API keeps generated exports, inside the table directory.
 const EXPORTS_DIR: &str = "_pullstats/exports";
+
+/// Where the API cuts export parts: inside a local table; in the system's
+/// temporary directory for a table in an object store (the parts are a
+/// cache, rebuilt on demand).
+fn export_dir(table: &Location) -> PathBuf {
+    match table.local_path() {
+        Some(dir) => dir.join(EXPORTS_DIR),
+        None => {
+            let id = blake3::hash(table.to_string().as_bytes()).to_hex();
+            std::env::temp_dir().join(format!("pullstats-exports-{}", &id[..16]))
+        }
+    }
+}
 
 /// Reads the table's new commits every `every` and computes the complete
 /// periods of the last year not yet computed (newest first), until the
@@ -87,7 +102,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!("cannot read the table for the API yet: {e}");
     }
     let _refresh = refresh(catalog.clone(), args.api.refresh_interval);
-    let keys = Keys::load(args.api.signing_key.as_deref(), &args.table)?;
+    let keys = Keys::load(args.api.signing_key.as_deref(), args.table.local_path())?;
     let api = Arc::new(Api::new(
         app.tokens.clone(),
         catalog,
@@ -97,7 +112,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             session_ttl: args.api.session_ttl,
             export_part_bytes: args.api.export_part_size,
             public_url: args.api.public_url.clone(),
-            export_dir: args.table.join(EXPORTS_DIR),
+            export_dir: export_dir(&args.table),
         },
     ));
     let router = serve::router(app.clone(), api::router(api));
@@ -107,7 +122,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         drain_timeout: args.shutdown_timeout,
     };
     let local = listener.local_addr()?;
-    tracing::info!(addr = %local, table = %args.table.display(), mode = if engine.is_some() { "direct" } else { "forward" },
+    tracing::info!(addr = %local, table = %args.table, mode = if engine.is_some() { "direct" } else { "forward" },
         "receiving notifications at http://{local}/notifications");
     let stop = signals.stop.clone();
     let shutdown = {
@@ -177,11 +192,13 @@ async fn direct_app(
     }
     let (pipeline, fingerprint) =
         config::pipeline_from(&args.session, &args.enrich, &args.privacy, max_body + 64)?;
-    let tables = Tables::open(&args.table).await?;
-    let dead_path = args
-        .dead_letter
-        .clone()
-        .unwrap_or_else(|| default_dead_letter_path(&args.table));
+    let tables = Tables::open_waiting(&args.table, signals).await?;
+    let dead_path = match (args.dead_letter.clone(), default_dead_letter_path(&args.table)) {
+        (Some(path), _) | (None, Some(path)) => path,
+        (None, None) => bail!(
+            "direct mode on a table in an object store needs --dead-letter PATH (a local file; the daemon's dead-letter topic is the shared alternative)"
+        ),
+    };
     let run_id = format!("serve-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"));
     let dead = SharedDeadLetters::new(Box::new(FileDeadLetters::new(&dead_path, run_id)));
     let resumer = TableResumer::new(
@@ -207,7 +224,11 @@ async fn direct_app(
         pipeline,
         dead_letters: Box::new(dead.clone()),
         resumer,
-        store: SessionStore::new(&args.table, DIRECT_STREAM),
+        store: SessionStore::new(
+            tokio::runtime::Handle::current(),
+            tables.pulls.table(),
+            DIRECT_STREAM,
+        ),
         metrics: metrics.clone(),
         config: StreamConfig {
             flush_interval: args.flush_interval,

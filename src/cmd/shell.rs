@@ -4,7 +4,7 @@
 //! loop reads statements from it, so scripts can pipe SQL in.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use datafusion::prelude::SessionContext;
 use rustyline::error::ReadlineError;
@@ -69,7 +69,7 @@ fn history_path() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pullstats_history"))
 }
 
-pub async fn run(table: &Path) -> anyhow::Result<()> {
+pub async fn run(table: &crate::table::Location) -> anyhow::Result<()> {
     let ctx = query::session(table).await?;
     if !std::io::stdin().is_terminal() {
         return run_piped(&ctx).await;
@@ -81,7 +81,7 @@ pub async fn run(table: &Path) -> anyhow::Result<()> {
     }
     println!(
         "pullstats SQL shell on {} — \\? for help, \\q to quit",
-        table.display()
+        table
     );
     let mut buffer = Buffer::default();
     loop {

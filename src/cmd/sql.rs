@@ -1,7 +1,7 @@
 //! `pullstats sql`: one statement over the table, results on stdout.
 
+use crate::table::Location;
 use std::io::Write;
-use std::path::Path;
 
 use crate::cli::SqlArgs;
 use crate::query::{self, OutputFormat};
@@ -20,7 +20,7 @@ pub async fn run(args: SqlArgs) -> anyhow::Result<()> {
 
 /// Runs one statement over the table at `table`, results on stdout.
 pub async fn run_statement(
-    table: &Path,
+    table: &Location,
     version: Option<u64>,
     statement: &str,
     format: OutputFormat,

@@ -8,17 +8,17 @@ use crate::cli::VacuumArgs;
 use crate::table::maintenance;
 
 pub async fn run(args: VacuumArgs) -> anyhow::Result<()> {
-    for (path, kind) in maintenance::tables(&args.table)? {
+    for (path, kind) in maintenance::tables(&args.table).await? {
         let r = maintenance::vacuum(&path, kind, args.retention, args.force, args.dry_run)
             .await
             .with_context(|| {
                 format!(
                     "vacuum of {} failed (a retention below the table's needs --force)",
-                    path.display()
+                    path
                 )
             })?;
         let verb = if r.dry_run { "would delete" } else { "deleted" };
-        println!("{}: {verb} {} files", path.display(), r.files.len());
+        println!("{}: {verb} {} files", path, r.files.len());
         if r.dry_run {
             for f in &r.files {
                 println!("  {f}");

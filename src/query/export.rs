@@ -9,7 +9,6 @@
 //! client active on two days twice.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use chrono::{NaiveDate, NaiveTime};
 
@@ -218,7 +217,10 @@ fn raw_sql_by_slice(
 }
 
 /// Actions per day of `table` (at `path`), from its files' statistics.
-pub fn day_rows(path: &Path, table: &DeltaTable) -> Result<BTreeMap<NaiveDate, u64>, TableError> {
+pub fn day_rows(
+    path: &crate::table::Location,
+    table: &DeltaTable,
+) -> Result<BTreeMap<NaiveDate, u64>, TableError> {
     let mut rows = BTreeMap::new();
     for f in table::maintenance::data_files(path, table)? {
         if let (Ok(day), Some(n)) = (NaiveDate::parse_from_str(&f.day, "%Y-%m-%d"), f.rows) {
@@ -292,7 +294,7 @@ impl ExportRequest {
     /// order, batch by batch.
     pub async fn run(
         &self,
-        path: &Path,
+        path: &crate::table::Location,
         pulls: DeltaTable,
     ) -> Result<datafusion::execution::SendableRecordBatchStream, super::QueryError> {
         let day_rows = if self.view == View::Raw {

@@ -7,7 +7,6 @@
 //! `action_day` partitions and files from filters.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
@@ -20,7 +19,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::{StreamExt, TryStreamExt};
 
-use crate::table::{self, TableError, TableKind};
+use crate::table::{self, Location, TableError, TableKind};
 
 pub mod distinct;
 pub mod export;
@@ -33,7 +32,7 @@ pub enum QueryError {
     Table(#[from] TableError),
     #[error("cannot register the table at {path}: {source}")]
     Register {
-        path: PathBuf,
+        path: crate::table::Location,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
@@ -144,13 +143,16 @@ fn append_rfc3339_micros(micros: i64, out: &mut arrow::array::StringBuilder) -> 
 
 /// A DataFusion session with the table at `path` registered as `pulls`,
 /// and its rejected-requests table (when there is one) as `rejected`.
-pub async fn session(path: &Path) -> Result<SessionContext, QueryError> {
+pub async fn session(path: &Location) -> Result<SessionContext, QueryError> {
     session_at(path, None).await
 }
 
 /// [`session`] with the pulls table as of `version` (time travel); the
 /// rejected table, versioned apart, is left out then.
-pub async fn session_at(path: &Path, version: Option<u64>) -> Result<SessionContext, QueryError> {
+pub async fn session_at(
+    path: &Location,
+    version: Option<u64>,
+) -> Result<SessionContext, QueryError> {
     let pulls = match version {
         Some(v) => table::maintenance::open_version(path, TableKind::Pulls, v).await?,
         None => table::open(path, TableKind::Pulls).await?,
@@ -161,7 +163,7 @@ pub async fn session_at(path: &Path, version: Option<u64>) -> Result<SessionCont
 /// [`session`] over the pulls table already opened (`pulls`, the table at
 /// `path`); `rejected` registers the rejected table too, when there is one.
 pub async fn session_over(
-    path: &Path,
+    path: &Location,
     pulls: deltalake::DeltaTable,
     rejected: bool,
 ) -> Result<SessionContext, QueryError> {
@@ -172,7 +174,7 @@ pub async fn session_over(
     ctx.register_udaf(distinct::udaf());
     register(&ctx, path, TableKind::Pulls, pulls).await?;
     let rejected_path = table::rejected_path(path);
-    if rejected && rejected_path.join("_delta_log").is_dir() {
+    if rejected && table::exists(&rejected_path).await? {
         let table = table::open(&rejected_path, TableKind::Rejected).await?;
         register(&ctx, &rejected_path, TableKind::Rejected, table).await?;
     }
@@ -199,12 +201,12 @@ fn runtime() -> Result<Arc<RuntimeEnv>, DataFusionError> {
 
 async fn register(
     ctx: &SessionContext,
-    path: &Path,
+    path: &Location,
     kind: TableKind,
     table: deltalake::DeltaTable,
 ) -> Result<(), QueryError> {
     let failed = |e: Box<dyn std::error::Error + Send + Sync>| QueryError::Register {
-        path: path.to_owned(),
+        path: path.clone(),
         source: e,
     };
     table

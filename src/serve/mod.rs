@@ -20,7 +20,6 @@ mod metrics;
 pub mod receive;
 pub mod tokens;
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -55,7 +54,7 @@ pub enum Mode {
         queue: QueueHandle,
         /// False once the engine stopped (readiness).
         running: Arc<AtomicBool>,
-        table: PathBuf,
+        table: crate::table::Location,
     },
 }
 
@@ -228,7 +227,7 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
         Mode::Direct { running, table, .. } => {
             if !running.load(Ordering::SeqCst) {
                 Some("the table writer has stopped")
-            } else if !table.join("_delta_log").is_dir() {
+            } else if !matches!(crate::table::exists(table).await, Ok(true)) {
                 Some("the table cannot be read")
             } else {
                 None

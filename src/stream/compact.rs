@@ -1,6 +1,5 @@
 //! `--auto-compact`: compaction beside the engine, in the same process.
 
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +13,7 @@ use crate::table::maintenance::{self, CompactOptions, CompactReport, DaySelectio
 /// compaction cut short commits nothing (its files are orphans that
 /// `pullstats vacuum` deletes).
 pub async fn auto_compact(
-    table: PathBuf,
+    table: crate::table::Location,
     interval: Duration,
     target_bytes: u64,
     metrics: Arc<Metrics>,
@@ -32,7 +31,7 @@ pub async fn auto_compact(
             quiet_for: Some(interval),
             now_ms: now.timestamp_millis(),
         };
-        let tables = match maintenance::tables(&table) {
+        let tables = match maintenance::tables(&table).await {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!("auto-compaction skipped: {e}");
@@ -42,10 +41,10 @@ pub async fn auto_compact(
         for (path, kind) in tables {
             let mut done = |r: &CompactReport| {
                 metrics.compacted_days.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(table = %path.display(), "compacted {r}");
+                tracing::info!(table = %path, "compacted {r}");
             };
             if let Err(e) = maintenance::compact(&path, kind, &options, &mut done).await {
-                tracing::warn!(table = %path.display(), "auto-compaction failed: {e}; trying again in {interval:?}");
+                tracing::warn!(table = %path, "auto-compaction failed: {e}; trying again in {interval:?}");
             }
         }
     }

@@ -166,7 +166,7 @@ pub struct Tables {
 impl Tables {
     /// The pulls table at `path` and its rejected table beside it, each
     /// created when missing.
-    pub async fn open(path: &std::path::Path) -> Result<Self, TableError> {
+    pub async fn open(path: &table::Location) -> Result<Self, TableError> {
         let pulls = table::open_or_create(path, TableKind::Pulls).await?;
         let rejected_path = table::rejected_path(path);
         let rejected = table::open_or_create(&rejected_path, TableKind::Rejected).await?;
@@ -174,6 +174,46 @@ impl Tables {
             pulls: TableWriter::new(path, pulls)?,
             rejected: TableWriter::new(&rejected_path, rejected)?,
         })
+    }
+}
+
+/// How often a long-running command retries a store that does not answer.
+const UNREACHABLE_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Tables {
+    /// [`Tables::open`], waiting while the store does not answer (an object
+    /// store's endpoint down or unreachable): says so once, then retries
+    /// every 5 s until it answers or `signals` ask to stop. Any other error
+    /// (no bucket, refused credentials) is returned at once.
+    pub async fn open_waiting(
+        path: &table::Location,
+        signals: &Signals,
+    ) -> Result<Self, TableError> {
+        let mut said = false;
+        loop {
+            match Self::open(path).await {
+                Err(e) if e.is_unreachable() && !signals.stop.load(Ordering::SeqCst) => {
+                    if !said {
+                        tracing::error!(
+                            "{e}; waiting for the store, retrying every {}s",
+                            UNREACHABLE_RETRY.as_secs()
+                        );
+                        said = true;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(UNREACHABLE_RETRY) => {}
+                        _ = signals.stopped.notified() => {}
+                    }
+                }
+                Ok(tables) => {
+                    if said {
+                        tracing::info!(table = %path, "the store answers again");
+                    }
+                    return Ok(tables);
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 

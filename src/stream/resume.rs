@@ -1,14 +1,12 @@
 //! Where lanes resume: each one's next offset, saved session generation and
 //! the rejected table's offset, read from the two tables in one go.
 
-use std::path::{Path, PathBuf};
-
 use deltalake::DeltaTable;
 
 use super::StreamError;
 use crate::pipeline::kafka::{Resumer, Resumption};
 use crate::pipeline::Lane;
-use crate::table::{self, offset_app_id, state_app_id, TableError, TableKind};
+use crate::table::{self, offset_app_id, state_app_id, Location, TableError, TableKind};
 
 /// What a lane resumes from, read from both tables.
 #[derive(Debug, Clone, Copy)]
@@ -32,12 +30,12 @@ pub struct ResumeSet {
 #[derive(Clone)]
 pub struct TableResumer {
     runtime: tokio::runtime::Handle,
-    pulls_path: PathBuf,
+    pulls_path: Location,
     topic: String,
 }
 
 impl TableResumer {
-    pub fn new(runtime: tokio::runtime::Handle, pulls_path: PathBuf, topic: String) -> Self {
+    pub fn new(runtime: tokio::runtime::Handle, pulls_path: Location, topic: String) -> Self {
         Self {
             runtime,
             pulls_path,
@@ -80,11 +78,11 @@ impl TableResumer {
 }
 
 /// The version recorded under `id` in the table at `path`.
-async fn txn(table: &DeltaTable, path: &Path, id: String) -> Result<Option<i64>, TableError> {
+async fn txn(table: &DeltaTable, path: &Location, id: String) -> Result<Option<i64>, TableError> {
     table::txn_version(table, id)
         .await
         .map_err(|source| TableError::Delta {
-            path: path.to_owned(),
+            path: path.clone(),
             source,
         })
 }

@@ -3,15 +3,15 @@
 //! generations the daemon recorded.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
-use deltalake::DeltaTable;
+use deltalake::{DeltaTable, DeltaTableError, ObjectStore};
 use futures::StreamExt;
+use object_store::ObjectStoreExt as _;
 use serde::Serialize;
 
 use super::maintenance::{data_files, is_small, MaintenanceError, MIN_SMALL_FILES};
-use super::sessions::SESSIONS_DIR;
-use super::{delta, offset_app_id, state_app_id, txn_version, TableKind};
+use super::sessions::SessionStore;
+use super::{delta, offset_app_id, state_app_id, txn_version, Location, TableKind};
 
 /// One Kafka partition's progress as the table records it.
 #[derive(Debug, Clone, Serialize)]
@@ -34,7 +34,8 @@ pub struct DayInfo {
 /// What `pullstats info` reports about one table.
 #[derive(Debug, Clone, Serialize)]
 pub struct TableInfo {
-    pub table: PathBuf,
+    /// The location as given (a path or a URL; never credentials).
+    pub table: String,
     pub kind: &'static str,
     pub version: u64,
     pub last_commit_ms: Option<i64>,
@@ -51,7 +52,7 @@ pub struct TableInfo {
 /// Reads what [`TableInfo`] holds; small files are those compaction would
 /// rewrite at `target_bytes` (once their day is closed).
 pub async fn info(
-    path: &Path,
+    path: &Location,
     kind: TableKind,
     target_bytes: u64,
 ) -> Result<TableInfo, MaintenanceError> {
@@ -78,26 +79,28 @@ pub async fn info(
         .transpose()
         .ok()
         .flatten();
+    let store = table.log_store().object_store(None);
     Ok(TableInfo {
-        table: path.to_owned(),
+        table: path.to_string(),
         kind: kind.name(),
         version: table.version().unwrap_or(0),
         last_commit_ms: last.as_ref().and_then(|c| c.timestamp),
         last_operation: last.and_then(|c| c.operation),
-        last_checkpoint: last_checkpoint(path),
+        last_checkpoint: last_checkpoint(&*store).await,
         files: files.len(),
         small_files: days.values().map(|d| d.small_files).sum(),
         bytes: days.values().map(|d| d.bytes).sum(),
         rows: days.values().map(|d| d.rows).sum(),
         days,
-        kafka: kafka_progress(path, &table).await?,
+        kafka: kafka_progress(path, &table, &*store).await?,
     })
 }
 
 /// The version of the newest checkpoint (`_delta_log/_last_checkpoint`).
-fn last_checkpoint(path: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string(path.join("_delta_log/_last_checkpoint")).ok()?;
-    serde_json::from_str::<serde_json::Value>(&text)
+async fn last_checkpoint(store: &dyn ObjectStore) -> Option<u64> {
+    let file = deltalake::Path::from("_delta_log/_last_checkpoint");
+    let bytes = store.get(&file).await.ok()?.bytes().await.ok()?;
+    serde_json::from_slice::<serde_json::Value>(&bytes)
         .ok()?
         .get("version")?
         .as_u64()
@@ -106,27 +109,14 @@ fn last_checkpoint(path: &Path) -> Option<u64> {
 /// The Kafka partitions the daemon ever wrote into the table: those with a
 /// session-state directory, with what the table's offsets say.
 async fn kafka_progress(
-    path: &Path,
+    path: &Location,
     table: &DeltaTable,
+    store: &dyn ObjectStore,
 ) -> Result<Vec<PartitionProgress>, MaintenanceError> {
     let mut out = Vec::new();
-    let Ok(topics) = std::fs::read_dir(path.join(SESSIONS_DIR)) else {
-        return Ok(out);
-    };
-    let mut pairs: Vec<(String, i32)> = Vec::new();
-    for topic in topics.flatten() {
-        let name = topic.file_name().to_string_lossy().into_owned();
-        for part in std::fs::read_dir(topic.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            if let Ok(p) = part.file_name().to_string_lossy().parse::<i32>() {
-                pairs.push((name.clone(), p));
-            }
-        }
-    }
-    pairs.sort();
+    let pairs = SessionStore::partitions(store)
+        .await
+        .map_err(|e| delta(path)(DeltaTableError::from(e)))?;
     for (topic, partition) in pairs {
         let txn = |id| txn_version(table, id);
         out.push(PartitionProgress {

@@ -17,7 +17,7 @@
 //! needs, orphans of killed writers included.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,11 +32,13 @@ use deltalake::operations::vacuum::VacuumMode;
 use deltalake::protocol::DeltaOperation;
 use deltalake::{DeltaTable, DeltaTableError};
 use futures::StreamExt;
+use object_store::ObjectStoreExt as _;
 use serde::Serialize;
 use serde_json::json;
+use url::Url;
 
 use super::{delta, table_url};
-use super::{TableError, TableKind, TableWriter};
+use super::{Location, TableError, TableKind, TableWriter};
 use crate::schema::PARTITION_COLUMN;
 
 pub use super::info::{info, DayInfo, PartitionProgress, TableInfo};
@@ -57,30 +59,30 @@ pub enum MaintenanceError {
     #[error("cannot rewrite {day} of {path}: {source}")]
     Rewrite {
         day: String,
-        path: PathBuf,
+        path: Location,
         #[source]
         source: DataFusionError,
     },
     #[error("compacting {day} of {path} would change its row count ({before} rows read, {after} written); nothing was committed")]
     RowCount {
         day: String,
-        path: PathBuf,
+        path: Location,
         before: u64,
         after: u64,
     },
     #[error(
         "{what} of {path} still conflicted with concurrent commits after {MAX_ATTEMPTS} attempts"
     )]
-    Contended { what: String, path: PathBuf },
+    Contended { what: String, path: Location },
     #[error("{path} has versions 0 to {latest}; there is no version {version}")]
     NoSuchVersion {
-        path: PathBuf,
+        path: Location,
         version: u64,
         latest: u64,
     },
     #[error("version {version} of {path} can no longer be read: {missing} of its {files} data files were removed by `pullstats vacuum` (first: {first}); vacuum keeps only what versions within its retention period need")]
     Vacuumed {
-        path: PathBuf,
+        path: Location,
         version: u64,
         missing: usize,
         files: usize,
@@ -88,14 +90,14 @@ pub enum MaintenanceError {
     },
     #[error("version {version} of {path} can no longer be read (its log entries were cleaned up after the log retention period): {source}")]
     LogGone {
-        path: PathBuf,
+        path: Location,
         version: u64,
         #[source]
         source: DeltaTableError,
     },
     #[error("vacuum of {path}: {source}")]
     Vacuum {
-        path: PathBuf,
+        path: Location,
         #[source]
         source: DeltaTableError,
     },
@@ -122,7 +124,7 @@ pub struct DataFile {
 }
 
 /// The data files of `table`'s loaded version.
-pub fn data_files(path: &Path, table: &DeltaTable) -> Result<Vec<DataFile>, TableError> {
+pub fn data_files(path: &Location, table: &DeltaTable) -> Result<Vec<DataFile>, TableError> {
     let snapshot = table.snapshot().map_err(delta(path))?;
     let log = snapshot.log_data();
     Ok(log
@@ -266,25 +268,34 @@ pub fn mib(bytes: u64) -> String {
 
 /// The tables maintenance works on: the pulls table at `path`, and its
 /// rejected table when there is one.
-pub fn tables(path: &Path) -> Result<Vec<(PathBuf, TableKind)>, Box<TableError>> {
-    if !path.join("_delta_log").is_dir() {
+pub async fn tables(path: &Location) -> Result<Vec<(Location, TableKind)>, Box<TableError>> {
+    if !super::exists(path).await? {
         return Err(Box::new(TableError::NotATable {
-            path: path.to_owned(),
+            path: path.clone(),
             kind: TableKind::Pulls.name(),
         }));
     }
-    let mut tables = vec![(path.to_owned(), TableKind::Pulls)];
+    let mut tables = vec![(path.clone(), TableKind::Pulls)];
     let rejected = super::rejected_path(path);
-    if rejected.join("_delta_log").is_dir() {
+    if super::exists(&rejected).await? {
         tables.push((rejected, TableKind::Rejected));
     }
     Ok(tables)
 }
 
+/// The table's root URL with a trailing `/`, to join data file paths to.
+fn root_url(path: &Location) -> Result<Url, TableError> {
+    let mut root = table_url(path, false)?;
+    if !root.path().ends_with('/') {
+        root.set_path(&format!("{}/", root.path()));
+    }
+    Ok(root)
+}
+
 /// Compacts the planned days of the table at `path`, one commit per day;
 /// `progress` sees each day as it is done.
 pub async fn compact(
-    path: &Path,
+    path: &Location,
     kind: TableKind,
     options: &CompactOptions,
     progress: &mut (dyn FnMut(&CompactReport) + Send),
@@ -307,10 +318,7 @@ pub async fn compact(
         // The compaction is committed either way, so a failure only warns.
         let table = super::open(path, kind).await?;
         if let Err(e) = deltalake::checkpoints::create_checkpoint(&table, None).await {
-            tracing::warn!(
-                "{}: compacted, but the checkpoint failed: {e}",
-                path.display()
-            );
+            tracing::warn!("{}: compacted, but the checkpoint failed: {e}", path);
         }
     }
     Ok(reports)
@@ -319,7 +327,7 @@ pub async fn compact(
 /// One day, re-planned from a fresh snapshot on every attempt; `None` when
 /// there is nothing left to do (another compaction got there first).
 async fn compact_day(
-    path: &Path,
+    path: &Location,
     kind: TableKind,
     options: &CompactOptions,
     day: &str,
@@ -351,13 +359,13 @@ async fn compact_day(
     }
     Err(MaintenanceError::Contended {
         what: format!("compacting {day}"),
-        path: path.to_owned(),
+        path: path.clone(),
     })
 }
 
 /// Reads the plan's files sorted, writes them anew, and commits the swap.
 async fn rewrite(
-    path: &Path,
+    path: &Location,
     kind: TableKind,
     table: DeltaTable,
     plan: &DayPlan,
@@ -365,22 +373,27 @@ async fn rewrite(
 ) -> Result<CompactReport, MaintenanceError> {
     let failed = |source: DataFusionError| MaintenanceError::Rewrite {
         day: plan.day.clone(),
-        path: path.to_owned(),
+        path: path.clone(),
         source,
     };
-    let root = table_url(path, false)?
-        .to_file_path()
-        .unwrap_or_else(|()| path.to_owned());
+    let root = root_url(path)?;
     let files: Vec<String> = plan
         .files
         .iter()
-        .map(|f| root.join(&f.path).to_string_lossy().into_owned())
+        .filter_map(|f| root.join(&f.path).ok())
+        .map(String::from)
         .collect();
     let rows_known = plan.rows();
     let bytes_per_row = (plan.bytes() / rows_known.unwrap_or(1).max(1)).max(1);
     let file_rows = usize::try_from(target_bytes / bytes_per_row).unwrap_or(usize::MAX);
 
     let ctx = sort_session().map_err(failed)?;
+    if !path.is_local() {
+        // The files are read by URL: the store's bucket must be known.
+        let bucket = Url::parse(&root[..url::Position::BeforePath])
+            .map_err(|e| failed(DataFusionError::Configuration(format!("table URL: {e}"))))?;
+        ctx.register_object_store(&bucket, table.log_store().root_object_store(None));
+    }
     let sort = kind
         .sort_columns()
         .iter()
@@ -405,7 +418,7 @@ async fn rewrite(
         writer.abort().await?;
         return Err(MaintenanceError::RowCount {
             day: plan.day.clone(),
-            path: path.to_owned(),
+            path: path.clone(),
             before: rows_known.unwrap_or(0),
             after: rows,
         });
@@ -473,7 +486,7 @@ pub use crate::query::span::{parse_keep, Keep};
 /// What retention removed (or, in a dry run, would remove).
 #[derive(Debug, Clone, Serialize)]
 pub struct RetainReport {
-    pub table: PathBuf,
+    pub table: String,
     pub first_kept_day: String,
     pub days: Vec<String>,
     pub files: usize,
@@ -483,7 +496,7 @@ pub struct RetainReport {
 
 /// Removes every `action_day` before `first_kept` from the table at `path`.
 pub async fn retain(
-    path: &Path,
+    path: &Location,
     kind: TableKind,
     first_kept: NaiveDate,
     dry_run: bool,
@@ -499,7 +512,7 @@ pub async fn retain(
         days.sort();
         days.dedup();
         let mut report = RetainReport {
-            table: path.to_owned(),
+            table: path.to_string(),
             first_kept_day: cutoff.clone(),
             days,
             files: doomed.len(),
@@ -549,14 +562,14 @@ pub async fn retain(
     }
     Err(MaintenanceError::Contended {
         what: "retention".into(),
-        path: path.to_owned(),
+        path: path.clone(),
     })
 }
 
 /// What vacuum deleted (or, in a dry run, would delete).
 #[derive(Debug, Clone, Serialize)]
 pub struct VacuumReport {
-    pub table: PathBuf,
+    pub table: String,
     pub dry_run: bool,
     pub files: Vec<String>,
 }
@@ -566,7 +579,7 @@ pub struct VacuumReport {
 /// version ever referenced (writers killed before their commit) once they
 /// are older than that. A retention below the table's needs `force`.
 pub async fn vacuum(
-    path: &Path,
+    path: &Location,
     kind: TableKind,
     retention: Option<Duration>,
     force: bool,
@@ -583,11 +596,11 @@ pub async fn vacuum(
         builder = builder.with_retention_period(r);
     }
     let (_, metrics) = builder.await.map_err(|source| MaintenanceError::Vacuum {
-        path: path.to_owned(),
+        path: path.clone(),
         source,
     })?;
     Ok(VacuumReport {
-        table: path.to_owned(),
+        table: path.to_string(),
         dry_run,
         files: metrics.files_deleted,
     })
@@ -596,7 +609,7 @@ pub async fn vacuum(
 /// The table at `version`, checked readable: its log is still there and
 /// vacuum has not deleted any of its files.
 pub async fn open_version(
-    path: &Path,
+    path: &Location,
     kind: TableKind,
     version: u64,
 ) -> Result<DeltaTable, MaintenanceError> {
@@ -604,7 +617,7 @@ pub async fn open_version(
     let latest = table.version().unwrap_or(0);
     if version > latest {
         return Err(MaintenanceError::NoSuchVersion {
-            path: path.to_owned(),
+            path: path.clone(),
             version,
             latest,
         });
@@ -613,21 +626,30 @@ pub async fn open_version(
         .load_version(version)
         .await
         .map_err(|source| MaintenanceError::LogGone {
-            path: path.to_owned(),
+            path: path.clone(),
             version,
             source,
         })?;
-    let root = table_url(path, false)?
-        .to_file_path()
-        .unwrap_or_else(|()| path.to_owned());
     let files = data_files(path, &table)?;
-    let missing: Vec<&DataFile> = files
-        .iter()
-        .filter(|f| !root.join(&f.path).exists())
-        .collect();
+    let store = table.log_store().object_store(None);
+    let missing: Vec<&DataFile> = futures::stream::iter(&files)
+        .map(|f| {
+            let store = store.clone();
+            async move {
+                let file = deltalake::Path::from_url_path(&f.path).ok()?;
+                match store.head(&file).await {
+                    Err(object_store::Error::NotFound { .. }) => Some(f),
+                    _ => None,
+                }
+            }
+        })
+        .buffered(16)
+        .filter_map(std::future::ready)
+        .collect()
+        .await;
     if let Some(first) = missing.first() {
         return Err(MaintenanceError::Vacuumed {
-            path: path.to_owned(),
+            path: path.clone(),
             version,
             missing: missing.len(),
             files: files.len(),

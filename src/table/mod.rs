@@ -13,11 +13,11 @@
 //! writer that lost a partition (see [`TableError::is_conflict`]).
 
 mod info;
+pub mod location;
 pub mod maintenance;
 pub mod sessions;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 
 use arrow::array::RecordBatch;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
@@ -25,11 +25,16 @@ use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, Transactio
 use deltalake::kernel::{Action, Remove, StructType, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::ObjectStore;
 use deltalake::{DeltaTable, DeltaTableError};
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt as _;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde_json::Value;
 use url::Url;
+
+pub use location::Location;
 
 use crate::schema::{rejected_schema, table_schema, PARTITION_COLUMN};
 
@@ -88,37 +93,26 @@ impl TableKind {
     }
 }
 
-/// A path beside the table directory: `<table><suffix>` (dead letters, the
-/// rejected table).
-pub fn beside(table: &Path, suffix: &str) -> PathBuf {
-    let mut name = table
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_else(|| "pulls".into());
-    name.push(suffix);
-    table.with_file_name(name)
-}
-
 /// Where the rejected-requests table of the pulls table at `table` lives.
-pub fn rejected_path(table: &Path) -> PathBuf {
-    beside(table, ".rejected")
+pub fn rejected_path(table: &Location) -> Location {
+    table.beside(".rejected")
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
     #[error("cannot use {path} as a table location: {reason}")]
-    Location { path: PathBuf, reason: String },
+    Location { path: Location, reason: String },
     #[error("no {kind} table at {path} (run `pullstats ingest` first)")]
-    NotATable { path: PathBuf, kind: &'static str },
+    NotATable { path: Location, kind: &'static str },
     #[error("table at {path}: {source}")]
     Delta {
-        path: PathBuf,
+        path: Location,
         #[source]
         source: DeltaTableError,
     },
     #[error("table at {path} does not have the {kind} schema: {reason}")]
     Schema {
-        path: PathBuf,
+        path: Location,
         kind: &'static str,
         reason: String,
     },
@@ -139,29 +133,100 @@ impl TableError {
             }
         )
     }
+
+    /// Whether the error is the store not answering (refused connection,
+    /// timeout): worth waiting for, unlike a missing bucket or refused
+    /// credentials, which are answers.
+    pub fn is_unreachable(&self) -> bool {
+        use object_store::client::{HttpError, HttpErrorKind};
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = source {
+            if let Some(http) = e.downcast_ref::<HttpError>() {
+                return matches!(
+                    http.kind(),
+                    HttpErrorKind::Connect
+                        | HttpErrorKind::Request
+                        | HttpErrorKind::Timeout
+                        | HttpErrorKind::Interrupted
+                );
+            }
+            source = e.source();
+        }
+        false
+    }
 }
 
-fn delta(path: &Path) -> impl FnOnce(DeltaTableError) -> TableError + '_ {
+fn delta(path: &Location) -> impl FnOnce(DeltaTableError) -> TableError + '_ {
     move |source| TableError::Delta {
-        path: path.to_owned(),
+        path: path.clone(),
         source,
     }
 }
 
-/// The directory as a `file://` URL, creating it when `create` is set.
-pub fn table_url(path: &Path, create: bool) -> Result<Url, TableError> {
-    let location = |reason: String| TableError::Location {
-        path: path.to_owned(),
+/// The location as deltalake takes it (see [`Location::url`]).
+pub fn table_url(path: &Location, create: bool) -> Result<Url, TableError> {
+    path.url(create).map_err(|reason| TableError::Location {
+        path: path.clone(),
+        reason,
+    })
+}
+
+/// Whether there is a Delta table at `path`: its `_delta_log` holds an
+/// entry. On an object store this is the first request, so a missing
+/// bucket, refused credentials or an unreachable endpoint surface here.
+pub async fn exists(path: &Location) -> Result<bool, TableError> {
+    if let Location::Local(dir) = path {
+        return Ok(dir.join("_delta_log").is_dir());
+    }
+    let store = object_store(path)?;
+    let prefix = deltalake::Path::from("_delta_log");
+    let first = store
+        .list(Some(&prefix))
+        .try_next()
+        .await
+        .map_err(|e| delta(path)(DeltaTableError::from(e)))?;
+    Ok(first.is_some())
+}
+
+/// The object store rooted at the table's location (local or remote):
+/// what the files pullstats keeps beside Delta's (`_pullstats/…`) are read
+/// and written through.
+pub fn object_store(path: &Location) -> Result<std::sync::Arc<dyn ObjectStore>, TableError> {
+    let url = table_url(path, false)?;
+    let store = location::builder(url)
+        .and_then(|b| b.build_storage())
+        .map_err(delta(path))?;
+    Ok(store.object_store(None))
+}
+
+/// Copies the local `file` to `<dir>/<name>` in `dir`'s store (local or
+/// remote) and returns where it went.
+pub async fn upload(
+    dir: &Location,
+    name: &str,
+    file: &std::path::Path,
+) -> Result<String, TableError> {
+    let failed = |reason: String| TableError::Location {
+        path: dir.clone(),
         reason,
     };
-    if create {
-        std::fs::create_dir_all(path).map_err(|e| location(e.to_string()))?;
+    if let Location::Local(d) = dir {
+        std::fs::create_dir_all(d).map_err(|e| failed(e.to_string()))?;
     }
-    let abs = std::fs::canonicalize(path).map_err(|e| location(e.to_string()))?;
-    if !abs.is_dir() {
-        return Err(location("not a directory".into()));
-    }
-    Url::from_directory_path(&abs).map_err(|()| location("not an absolute path".into()))
+    let store = object_store(dir)?;
+    let target = deltalake::Path::from(name);
+    let mut source = tokio::fs::File::open(file)
+        .await
+        .map_err(|e| failed(format!("cannot read {}: {e}", file.display())))?;
+    let mut sink = object_store::buffered::BufWriter::new(store, target);
+    let copied = async {
+        tokio::io::copy(&mut source, &mut sink).await?;
+        tokio::io::AsyncWriteExt::shutdown(&mut sink).await
+    };
+    copied
+        .await
+        .map_err(|e| failed(format!("cannot upload {name}: {e}")))?;
+    Ok(format!("{dir}/{name}"))
 }
 
 /// The Delta application id holding a Kafka partition's next offset.
@@ -188,28 +253,32 @@ pub async fn txn_version(
 }
 
 /// Opens the table of `kind` at `path`; an error when there is none.
-pub async fn open(path: &Path, kind: TableKind) -> Result<DeltaTable, TableError> {
-    if !path.join("_delta_log").is_dir() {
+pub async fn open(path: &Location, kind: TableKind) -> Result<DeltaTable, TableError> {
+    if !exists(path).await? {
         return Err(TableError::NotATable {
-            path: path.to_owned(),
+            path: path.clone(),
             kind: kind.name(),
         });
     }
     let url = table_url(path, false)?;
-    let table = deltalake::open_table(url).await.map_err(delta(path))?;
+    let table = location::builder(url)
+        .map_err(delta(path))?
+        .load()
+        .await
+        .map_err(delta(path))?;
     check_schema(path, kind, &table)?;
     Ok(table)
 }
 
 /// Opens the table of `kind` at `path`, creating an empty one when missing.
-pub async fn open_or_create(path: &Path, kind: TableKind) -> Result<DeltaTable, TableError> {
-    if path.join("_delta_log").is_dir() {
+pub async fn open_or_create(path: &Location, kind: TableKind) -> Result<DeltaTable, TableError> {
+    if exists(path).await? {
         return open(path, kind).await;
     }
     let url = table_url(path, true)?;
     // Built without loading: loading an empty location makes deltalake log
     // a misleading ERROR ("No files in log segment") before we create it.
-    let table = deltalake::DeltaTableBuilder::from_url(url)
+    let table = location::builder(url)
         .and_then(|b| b.build())
         .map_err(delta(path))?;
     let schema: StructType = kind
@@ -229,12 +298,14 @@ pub async fn open_or_create(path: &Path, kind: TableKind) -> Result<DeltaTable, 
         Ok(table) => Ok(table),
         // Another process (a second daemon starting at the same moment)
         // created it first: use theirs.
-        Err(_) if path.join("_delta_log").is_dir() => open(path, kind).await,
-        Err(e) => Err(delta(path)(e)),
+        Err(e) => match exists(path).await {
+            Ok(true) => open(path, kind).await,
+            _ => Err(delta(path)(e)),
+        },
     }
 }
 
-fn check_schema(path: &Path, kind: TableKind, table: &DeltaTable) -> Result<(), TableError> {
+fn check_schema(path: &Location, kind: TableKind, table: &DeltaTable) -> Result<(), TableError> {
     let snapshot = table.snapshot().map_err(delta(path))?;
     let names: Vec<String> = snapshot
         .schema()
@@ -249,7 +320,7 @@ fn check_schema(path: &Path, kind: TableKind, table: &DeltaTable) -> Result<(), 
         .collect();
     if names != want {
         return Err(TableError::Schema {
-            path: path.to_owned(),
+            path: path.clone(),
             kind: kind.name(),
             reason: format!("columns are {names:?}"),
         });
@@ -259,7 +330,7 @@ fn check_schema(path: &Path, kind: TableKind, table: &DeltaTable) -> Result<(), 
 
 /// Streams batches into a table; see the module docs.
 pub struct TableWriter {
-    path: PathBuf,
+    path: Location,
     table: DeltaTable,
     writer: RecordBatchWriter,
     window_rows: usize,
@@ -268,7 +339,7 @@ pub struct TableWriter {
     adds: Vec<Action>,
 }
 
-fn batch_writer(path: &Path, table: &DeltaTable) -> Result<RecordBatchWriter, TableError> {
+fn batch_writer(path: &Location, table: &DeltaTable) -> Result<RecordBatchWriter, TableError> {
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
@@ -279,10 +350,10 @@ fn batch_writer(path: &Path, table: &DeltaTable) -> Result<RecordBatchWriter, Ta
 }
 
 impl TableWriter {
-    pub fn new(path: &Path, table: DeltaTable) -> Result<Self, TableError> {
+    pub fn new(path: &Location, table: DeltaTable) -> Result<Self, TableError> {
         let writer = batch_writer(path, &table)?;
         Ok(Self {
-            path: path.to_owned(),
+            path: path.clone(),
             table,
             writer,
             window_rows: 0,
@@ -324,16 +395,13 @@ impl TableWriter {
         let buffered = self.writer.flush().await.map_err(delta(&self.path))?;
         adds.extend(buffered.into_iter().map(Action::Add));
         self.window_rows = 0;
-        let root = table_url(&self.path, false)?;
+        let store = self.table.log_store().object_store(None);
         for action in adds {
             if let Action::Add(add) = action {
-                let file = root
-                    .join(&add.path)
-                    .ok()
-                    .and_then(|u| u.to_file_path().ok());
-                let removed = match &file {
-                    Some(f) => std::fs::remove_file(f).map_err(|e| e.to_string()),
-                    None => Err("not a local path".to_owned()),
+                let file = deltalake::Path::from_url_path(&add.path);
+                let removed = match file {
+                    Ok(f) => store.delete(&f).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
                 };
                 if let Err(e) = removed {
                     tracing::warn!(file = %add.path, "cannot delete an uncommitted file: {e}");

@@ -18,6 +18,11 @@ pub const REJECTED_ROWS: &str =
     "SELECT action_day, namespace, repository, status, reason, SUM(requests) AS n \
     FROM rejected GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5";
 
+/// `PULLSTATS_STORAGE_OPTIONS` for every command, once the tests' S3
+/// server runs (see `s3`): the settings of its endpoint. Local tables
+/// ignore them, as they would a user's.
+pub static STORAGE_OPTIONS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 /// A `pullstats` command with a test IP hash key and quiet logs.
 pub fn pullstats() -> Command {
     let mut c = Command::new(BIN);
@@ -25,6 +30,10 @@ pub fn pullstats() -> Command {
         .env_remove("PULLSTATS_INSECURE_DEFAULT_KEY")
         .env("RUST_LOG", "error")
         .stdin(Stdio::null());
+    match STORAGE_OPTIONS.get() {
+        Some(options) => c.env("PULLSTATS_STORAGE_OPTIONS", options),
+        None => c.env_remove("PULLSTATS_STORAGE_OPTIONS"),
+    };
     c
 }
 

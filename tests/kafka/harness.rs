@@ -15,7 +15,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 
 use crate::helpers::*;
 use pullstats::table::sessions::SessionStore;
-use pullstats::table::{offset_app_id, state_app_id};
+use pullstats::table::{offset_app_id, state_app_id, Location};
 
 pub fn tansu() -> PathBuf {
     let path = match std::env::var_os("TANSU") {
@@ -230,11 +230,30 @@ pub struct Daemon {
 }
 
 pub fn daemon(broker: &Broker, topic: &str, group: &str, table: &Path, extra: &[&str]) -> Daemon {
+    daemon_at(
+        broker,
+        topic,
+        group,
+        table.as_os_str(),
+        &table.with_extension("daemon.log"),
+        extra,
+    )
+}
+
+/// [`daemon`] into the table at `table` (a path or a URL), logging to `log`.
+pub fn daemon_at(
+    broker: &Broker,
+    topic: &str,
+    group: &str,
+    table: &std::ffi::OsStr,
+    log: &Path,
+    extra: &[&str],
+) -> Daemon {
     let metrics_port = free_port();
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(table.with_extension("daemon.log"))
+        .open(log)
         .expect("daemon log");
     let child = pullstats()
         .env("RUST_LOG", "warn,pullstats=debug")
@@ -350,15 +369,16 @@ pub fn runtime() -> tokio::runtime::Runtime {
 /// Per partition: (next offset, session state generation) that the table's
 /// latest commit records; empty while there is no table.
 pub fn committed_txns(
-    table: &Path,
+    table: impl Into<Location>,
     topic: &str,
     partitions: u32,
 ) -> BTreeMap<i32, (Option<i64>, Option<i64>)> {
-    if !table.join("_delta_log").exists() {
-        return BTreeMap::new();
-    }
+    let table = table.into();
     runtime().block_on(async {
-        let t = pullstats::table::open(table, pullstats::table::TableKind::Pulls)
+        if !pullstats::table::exists(&table).await.expect("table store") {
+            return BTreeMap::new();
+        }
+        let t = pullstats::table::open(&table, pullstats::table::TableKind::Pulls)
             .await
             .expect("open");
         let mut out = BTreeMap::new();
@@ -375,24 +395,50 @@ pub fn committed_txns(
 /// Per partition: (next offset, whether its saved sessions are all closed),
 /// as the table says.
 pub fn table_progress(
-    table: &Path,
+    table: impl Into<Location>,
     topic: &str,
     partitions: u32,
 ) -> BTreeMap<i32, (Option<i64>, bool)> {
-    let store = SessionStore::new(table, topic);
-    committed_txns(table, topic, partitions)
-        .into_iter()
-        .map(|(p, (offset, generation))| {
-            let closed = generation.is_some_and(|g| store.load(p, g).expect("state").is_empty());
-            (p, (offset, closed))
+    let table = table.into();
+    let committed = committed_txns(&table, topic, partitions);
+    if committed.is_empty() {
+        return BTreeMap::new();
+    }
+    let runtime = runtime();
+    let t = runtime
+        .block_on(pullstats::table::open(
+            &table,
+            pullstats::table::TableKind::Pulls,
+        ))
+        .expect("open");
+    let store = SessionStore::new(runtime.handle().clone(), &t, topic);
+    // The store blocks on the runtime: off its threads.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            committed
+                .into_iter()
+                .map(|(p, (offset, generation))| {
+                    let closed =
+                        generation.is_some_and(|g| store.load(p, g).expect("state").is_empty());
+                    (p, (offset, closed))
+                })
+                .collect()
         })
-        .collect()
+        .join()
+        .expect("state reader")
+    })
 }
 
 /// Waits until the table holds every offset and every session is closed.
-pub fn wait_done(table: &Path, topic: &str, ends: &BTreeMap<i32, i64>, timeout: Duration) {
+pub fn wait_done(
+    table: impl Into<Location>,
+    topic: &str,
+    ends: &BTreeMap<i32, i64>,
+    timeout: Duration,
+) {
+    let table = table.into();
     wait_until(timeout, "the daemon to ingest everything", || {
-        let progress = table_progress(table, topic, ends.len() as u32);
+        let progress = table_progress(&table, topic, ends.len() as u32);
         ends.iter().all(|(p, end)| {
             *end == 0
                 || progress

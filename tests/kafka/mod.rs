@@ -77,7 +77,7 @@ fn auto_compact_rewrites_quiet_days_beside_the_daemon() {
     wait_done(&table, "events", &ends, Duration::from_secs(120));
     let small_files = |path: &Path, kind| {
         runtime().block_on(async {
-            let info = pullstats::table::maintenance::info(path, kind, 128 << 20)
+            let info = pullstats::table::maintenance::info(&path.into(), kind, 128 << 20)
                 .await
                 .expect("info");
             (info.files, info.small_files, info.days.len())
