@@ -94,6 +94,10 @@ pub struct IngestConfigFile {
     pub ip_hash_key: Option<String>,
     /// librdkafka settings, e.g. `{ "security.protocol" = "SASL_SSL" }`.
     pub kafka: Option<BTreeMap<String, String>>,
+    /// Storage settings of a table in an object store (`--storage-option`),
+    /// e.g. `{ AWS_ENDPOINT_URL = "http://127.0.0.1:9000" }`; credentials
+    /// belong in the environment.
+    pub storage: Option<BTreeMap<String, String>>,
 }
 
 impl IngestConfigFile {
@@ -159,14 +163,16 @@ impl IngestConfigFile {
         put("PULLSTATS_GEOIP", self.geoip.as_ref().map(|g| g.join(",")));
         put("PULLSTATS_CLOUD_RANGES", self.cloud_ranges.clone());
         put("PULLSTATS_IP_HASH_KEY", self.ip_hash_key.clone());
+        let pairs = |m: &BTreeMap<String, String>| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        put("PULLSTATS_KAFKA_SETTINGS", self.kafka.as_ref().map(pairs));
         put(
-            "PULLSTATS_KAFKA_SETTINGS",
-            self.kafka.as_ref().map(|m| {
-                m.iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            }),
+            "PULLSTATS_STORAGE_OPTIONS",
+            self.storage.as_ref().map(pairs),
         );
         out
     }
@@ -308,6 +314,7 @@ mod tests {
             flush-rows = 5000
             geoip = ["a.mmdb", "b.mmdb"]
             kafka = { "security.protocol" = "SSL", "fetch.wait.max.ms" = "50" }
+            storage = { AWS_ENDPOINT_URL = "http://127.0.0.1:9000", AWS_ALLOW_HTTP = "true" }
             "#,
         )
         .expect("parse");
@@ -319,6 +326,10 @@ mod tests {
         assert_eq!(
             env["PULLSTATS_KAFKA_SETTINGS"],
             "fetch.wait.max.ms=50,security.protocol=SSL"
+        );
+        assert_eq!(
+            env["PULLSTATS_STORAGE_OPTIONS"],
+            "AWS_ALLOW_HTTP=true,AWS_ENDPOINT_URL=http://127.0.0.1:9000"
         );
         let unknown = toml::from_str::<IngestConfigFile>("brokerz = 1");
         assert!(unknown.is_err(), "unknown keys are refused");

@@ -175,12 +175,7 @@ impl Tables {
             rejected: TableWriter::new(&rejected_path, rejected)?,
         })
     }
-}
 
-/// How often a long-running command retries a store that does not answer.
-const UNREACHABLE_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
-
-impl Tables {
     /// [`Tables::open`], waiting while the store does not answer (an object
     /// store's endpoint down or unreachable): says so once, then retries
     /// every 5 s until it answers or `signals` ask to stop. Any other error
@@ -216,6 +211,9 @@ impl Tables {
         }
     }
 }
+
+/// How often a long-running command retries a store that does not answer.
+const UNREACHABLE_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Process signals: SIGTERM / Ctrl-C stop the engine, SIGHUP asks for an
 /// enrichment reload check.

@@ -236,17 +236,20 @@ pub fn daemon(broker: &Broker, topic: &str, group: &str, table: &Path, extra: &[
         group,
         table.as_os_str(),
         &table.with_extension("daemon.log"),
+        None,
         extra,
     )
 }
 
-/// [`daemon`] into the table at `table` (a path or a URL), logging to `log`.
+/// [`daemon`] into the table at `table` (a path or a URL), logging to `log`,
+/// in the working directory `cwd` when given.
 pub fn daemon_at(
     broker: &Broker,
     topic: &str,
     group: &str,
     table: &std::ffi::OsStr,
     log: &Path,
+    cwd: Option<&Path>,
     extra: &[&str],
 ) -> Daemon {
     let metrics_port = free_port();
@@ -255,7 +258,11 @@ pub fn daemon_at(
         .append(true)
         .open(log)
         .expect("daemon log");
-    let child = pullstats()
+    let mut cmd = pullstats();
+    if let Some(dir) = cwd {
+        cmd.current_dir(dir);
+    }
+    let child = cmd
         .env("RUST_LOG", "warn,pullstats=debug")
         .args([
             "ingest",

@@ -183,6 +183,14 @@ fn every_command_on_s3_gives_what_it_gives_locally() {
     }
     let rows = sql_count(arg(&s3), "SELECT count(*) FROM pulls");
     delta_reader_rows(&s3, rows);
+    // A span of days reads only its days' files from the bucket (one file
+    // a day before compaction).
+    let plan = run_ok(
+        pullstats()
+            .args(["sql", "--format", "csv", "--table", &s3])
+            .arg("EXPLAIN ANALYZE SELECT namespace, count(*) FROM pulls WHERE action_day BETWEEN '2026-11-03' AND '2026-11-04' GROUP BY 1"),
+    );
+    assert!(plan.contains("count_files_scanned=2"), "{plan}");
 
     // Maintenance on the store: the same rows after it.
     let before = sql_rows(arg(&s3), ALL_ROWS);
@@ -336,13 +344,18 @@ fn daemons_on_s3_killed_and_sharing_one_group_end_exact() {
     let chunks: Vec<&[&[u8]]> = lines.chunks(lines.len().div_ceil(3)).collect();
     let url = s3_table("daemons");
     let table = Location::parse(&url).expect("url");
+    // Each daemon in a working directory of its own, as on its own machine:
+    // what they share is the bucket.
     let start = |name: &str, group: &str, extra: &[&str]| {
+        let own = dir.path().join(name);
+        std::fs::create_dir_all(&own).expect("working directory");
         daemon_at(
             &broker,
             "events",
             group,
             std::ffi::OsStr::new(&url),
-            &dir.path().join(format!("{name}.log")),
+            &own.join("daemon.log"),
+            Some(&own),
             extra,
         )
     };
@@ -397,6 +410,15 @@ fn daemons_on_s3_killed_and_sharing_one_group_end_exact() {
     // What the daemons resume from is in the bucket: `info` reads it there.
     let info = run_ok(pullstats().args(["info", "--table", &url]));
     assert!(info.contains("events"), "{info}");
+    for name in ["killed-0", "killed-1", "a", "b"] {
+        let left: Vec<_> = std::fs::read_dir(dir.path().join(name))
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| n != "daemon.log")
+            .collect();
+        assert!(left.is_empty(), "{name} left {left:?} on its disk");
+    }
     delta_reader_rows(&url, sql_count(&reference, "SELECT count(*) FROM pulls"));
 }
 
@@ -448,4 +470,56 @@ fn the_daemon_waits_for_a_store_that_does_not_answer() {
         "{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
+}
+
+#[test]
+fn serve_direct_mode_into_s3_equals_file_ingest() {
+    use crate::serve::*;
+    let dir = test_dir();
+    let (file, _, bodies) = generated_envelopes(dir.path(), 1_000, 23);
+    let tokens = dir.path().join("tokens.toml");
+    let secret = token(&tokens, "registry", "receive", &[]);
+    let url = s3_table("serve");
+    let dead = dir.path().join("dead-letters.jsonl");
+    let key = "an-s3-test-signing-key-of-32-characters-at-least";
+    let args = [
+        "--idle-close",
+        "10s",
+        "--signing-key",
+        key,
+        "--dead-letter",
+        dead.to_str().expect("utf-8"),
+    ];
+    let mut serve = Serve::start_at(&url, &dir.path().join("serve.log"), &tokens, &args);
+    let half = bodies.len() / 2;
+    post_all(&serve, &secret, &bodies[..half]);
+    // Its session state is in the bucket: a restart resumes from there.
+    serve.kill_and_restart();
+    post_all(&serve, &secret, &bodies[half..]);
+    wait_direct_done(&Location::parse(&url).expect("url"));
+    assert_eq!(
+        get(serve.port, "/readyz").map(|(status, _)| status),
+        Some(200)
+    );
+    serve.terminate_cleanly();
+    assert_same(arg(&url), &late_reference(dir.path(), &file));
+
+    // Without a signing key or a dead-letter file: one clear error each.
+    for (drop, message) in [
+        ("--signing-key", "needs --signing-key"),
+        ("--dead-letter", "needs --dead-letter"),
+    ] {
+        let mut cmd = pullstats();
+        cmd.args(["serve", "--table", &url, "--tokens"])
+            .arg(&tokens);
+        let mut rest = args.iter();
+        while let Some(a) = rest.next() {
+            let value = rest.next().expect("value");
+            if *a != drop {
+                cmd.args([a, value]);
+            }
+        }
+        let line = one_error_line(cmd.args(["--listen", "127.0.0.1:0"]));
+        assert!(line.contains(message), "{line}");
+    }
 }

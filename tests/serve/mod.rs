@@ -41,10 +41,21 @@ impl Serve {
     /// waits until it answers `/healthz`. Sessions close after 1 s without
     /// a notification unless `extra` says `--idle-close`.
     pub fn start(table: &Path, tokens: &Path, extra: &[&str]) -> Self {
+        Self::start_at(
+            &table.display().to_string(),
+            &table.with_extension("serve.log"),
+            tokens,
+            extra,
+        )
+    }
+
+    /// [`Self::start`] with the table at `table` (a path or a URL),
+    /// logging to `log`.
+    pub fn start_at(table: &str, log: &Path, tokens: &Path, extra: &[&str]) -> Self {
         let mut args: Vec<String> = vec![
             "serve".into(),
             "--table".into(),
-            table.display().to_string(),
+            table.to_owned(),
             "--tokens".into(),
             tokens.display().to_string(),
             "--flush-interval".into(),
@@ -56,7 +67,7 @@ impl Serve {
             args.extend(["--idle-close".into(), "1s".into()]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        let log = table.with_extension("serve.log");
+        let log = log.to_owned();
         let port = free_port();
         let s = Self {
             child: spawn(&args, &log, port),
@@ -230,7 +241,11 @@ fn bodies(file: &Path, per: usize) -> Vec<Vec<u8>> {
 }
 
 /// Generated envelopes with bad lines mixed in: the file and its bodies.
-fn generated_envelopes(dir: &Path, count: usize, seed: u64) -> (PathBuf, GenStats, Vec<Vec<u8>>) {
+pub(crate) fn generated_envelopes(
+    dir: &Path,
+    count: usize,
+    seed: u64,
+) -> (PathBuf, GenStats, Vec<Vec<u8>>) {
     let (file, stats) = generate(
         dir,
         "envelopes.jsonl",
@@ -251,7 +266,7 @@ fn generated_envelopes(dir: &Path, count: usize, seed: u64) -> (PathBuf, GenStat
     (file, stats, bodies)
 }
 
-fn post_all(serve: &Serve, token: &str, bodies: &[Vec<u8>]) {
+pub(crate) fn post_all(serve: &Serve, token: &str, bodies: &[Vec<u8>]) {
     for body in bodies {
         let (status, answer) = serve.post(Some(token), body);
         assert!(
@@ -262,12 +277,13 @@ fn post_all(serve: &Serve, token: &str, bodies: &[Vec<u8>]) {
 }
 
 /// Direct mode's table holds every offset and every session is closed.
-fn wait_direct_done(table: &Path) {
+pub(crate) fn wait_direct_done(table: impl Into<pullstats::table::Location>) {
+    let table = table.into();
     wait_until(
         Duration::from_secs(60),
         "the direct-mode sessions to close",
         || {
-            table_progress(table, DIRECT, 1)
+            table_progress(&table, DIRECT, 1)
                 .get(&0)
                 .is_some_and(|(offset, closed)| offset.is_some() && *closed)
         },
@@ -277,7 +293,7 @@ fn wait_direct_done(table: &Path) {
 /// The same actions, and the same rejected requests other than blobs and
 /// non-pull events (serve drops those at the door and only counts them in
 /// its metrics; `ingest --from-file` records them in the rejected table).
-fn assert_same(got: &Path, want: &Path) {
+pub(crate) fn assert_same(got: &Path, want: &Path) {
     assert_same_actions(got, want);
     let rejected = "SELECT action_day, namespace, repository, status, reason, SUM(requests) \
         FROM rejected WHERE reason NOT IN ('blob', 'not_pull') GROUP BY 1, 2, 3, 4, 5 \
@@ -286,7 +302,7 @@ fn assert_same(got: &Path, want: &Path) {
 }
 
 /// `ingest --from-file` of `events` with the tests' lateness bound.
-fn late_reference(dir: &Path, events: &Path) -> PathBuf {
+pub(crate) fn late_reference(dir: &Path, events: &Path) -> PathBuf {
     let table = dir.join("reference");
     run_ok(
         pullstats()
