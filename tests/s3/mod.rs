@@ -496,7 +496,7 @@ fn serve_direct_mode_into_s3_equals_file_ingest() {
     // Its session state is in the bucket: a restart resumes from there.
     serve.kill_and_restart();
     post_all(&serve, &secret, &bodies[half..]);
-    wait_direct_done(&Location::parse(&url).expect("url"));
+    wait_direct_done(Location::parse(&url).expect("url"));
     assert_eq!(
         get(serve.port, "/readyz").map(|(status, _)| status),
         Some(200)
