@@ -74,6 +74,9 @@ fn refresh(catalog: Arc<Catalog>, every: Duration) -> tokio::task::JoinHandle<()
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let tokens = Arc::new(Tokens::load(&args.tokens)?);
+    // Every setting is checked before anything starts: an error after the
+    // engine started would stop it mid-work.
+    let keys = Keys::load(args.api.signing_key.as_deref(), args.table.local_path())?;
     let _tokens_watch = tokens.watch(TOKENS_CHECK);
     let max_body = usize::try_from(args.max_body_bytes).context("--max-body-bytes is too large")?;
     let signals = Signals::install();
@@ -102,7 +105,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!("cannot read the table for the API yet: {e}");
     }
     let _refresh = refresh(catalog.clone(), args.api.refresh_interval);
-    let keys = Keys::load(args.api.signing_key.as_deref(), args.table.local_path())?;
     let api = Arc::new(Api::new(
         app.tokens.clone(),
         catalog,
@@ -192,13 +194,13 @@ async fn direct_app(
     }
     let (pipeline, fingerprint) =
         config::pipeline_from(&args.session, &args.enrich, &args.privacy, max_body + 64)?;
-    let tables = Tables::open_waiting(&args.table, signals).await?;
     let dead_path = match (args.dead_letter.clone(), default_dead_letter_path(&args.table)) {
         (Some(path), _) | (None, Some(path)) => path,
         (None, None) => bail!(
             "direct mode on a table in an object store needs --dead-letter PATH (a local file; the daemon's dead-letter topic is the shared alternative)"
         ),
     };
+    let tables = Tables::open_waiting(&args.table, signals).await?;
     let run_id = format!("serve-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"));
     let dead = SharedDeadLetters::new(Box::new(FileDeadLetters::new(&dead_path, run_id)));
     let resumer = TableResumer::new(
