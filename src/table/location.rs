@@ -173,13 +173,6 @@ impl From<&Location> for Location {
     }
 }
 
-impl std::str::FromStr for Location {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Location::parse(s)
-    }
-}
-
 /// A clap value parser over `parse` whose errors do not repeat the value
 /// (clap's own do: `invalid value 's3://KEY:SECRET@…'`), for values that
 /// may hold a secret: table URLs and storage options.

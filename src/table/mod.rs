@@ -260,6 +260,11 @@ pub async fn open(path: &Location, kind: TableKind) -> Result<DeltaTable, TableE
             kind: kind.name(),
         });
     }
+    load(path, kind).await
+}
+
+/// Loads the table of `kind` known to be at `path` and checks its schema.
+async fn load(path: &Location, kind: TableKind) -> Result<DeltaTable, TableError> {
     let url = table_url(path, false)?;
     let table = location::builder(url)
         .map_err(delta(path))?
@@ -273,7 +278,7 @@ pub async fn open(path: &Location, kind: TableKind) -> Result<DeltaTable, TableE
 /// Opens the table of `kind` at `path`, creating an empty one when missing.
 pub async fn open_or_create(path: &Location, kind: TableKind) -> Result<DeltaTable, TableError> {
     if exists(path).await? {
-        return open(path, kind).await;
+        return load(path, kind).await;
     }
     let url = table_url(path, true)?;
     // Built without loading: loading an empty location makes deltalake log
@@ -299,7 +304,7 @@ pub async fn open_or_create(path: &Location, kind: TableKind) -> Result<DeltaTab
         // Another process (a second daemon starting at the same moment)
         // created it first: use theirs.
         Err(e) => match exists(path).await {
-            Ok(true) => open(path, kind).await,
+            Ok(true) => load(path, kind).await,
             _ => Err(delta(path)(e)),
         },
     }
