@@ -499,18 +499,7 @@ fn an_independent_delta_reader_opens_the_table() {
     let dir = tempfile::tempdir().expect("tempdir");
     let table = generated_table(dir.path(), "5000");
     let rows = sql_count(&table, "SELECT count(*) FROM pulls");
-    let out = std::process::Command::new(venv_python())
-        .arg("tests/delta_reader.py")
-        .arg(&table)
-        .arg(rows.to_string())
-        .output()
-        .expect("python");
-    assert!(
-        out.status.success(),
-        "the deltalake reader disagrees: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_delta_reader_agrees(&table, rows, &[]);
 }
 
 #[test]

@@ -276,3 +276,23 @@ pub fn venv_python() -> PathBuf {
     }
     python
 }
+
+/// The independent Delta reader (`tests/delta_reader.py`, the `deltalake`
+/// Python package) opens `table` (a path or a URL, with `env` for its
+/// store) and counts `rows` rows with the documented schema.
+pub fn assert_delta_reader_agrees(table: &Path, rows: u64, env: &[(&str, &str)]) {
+    let out = Command::new(venv_python())
+        .envs(env.iter().copied())
+        .arg("tests/delta_reader.py")
+        .arg(table)
+        .arg(rows.to_string())
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "the deltalake reader disagrees about {}: {}{}",
+        table.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

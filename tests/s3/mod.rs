@@ -104,24 +104,12 @@ fn arg(url: &str) -> &Path {
 }
 
 fn delta_reader_rows(table: &str, rows: u64) {
-    let port = server();
-    let mut cmd = Command::new(venv_python());
-    for option in options(port).split(',') {
-        let (k, v) = option.split_once('=').expect("k=v");
-        cmd.env(k, v);
-    }
-    let out = cmd
-        .arg("tests/delta_reader.py")
-        .arg(table)
-        .arg(rows.to_string())
-        .output()
-        .expect("python");
-    assert!(
-        out.status.success(),
-        "the deltalake reader disagrees about {table}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let options = options(server());
+    let env: Vec<(&str, &str)> = options
+        .split(',')
+        .map(|o| o.split_once('=').expect("k=v"))
+        .collect();
+    assert_delta_reader_agrees(arg(table), rows, &env);
 }
 
 /// What `info --format json` says of each table that does not depend on
