@@ -153,7 +153,9 @@ pub struct ServeArgs {
     /// open-file limit is raised to fit them (up to its hard limit).
     #[arg(long, env = "PULLSTATS_MAX_CONNECTIONS", default_value_t = 8192)]
     pub max_connections: usize,
-    /// Direct mode: dead-letter file; default `<table>.dead-letter.jsonl`.
+    /// Direct mode: dead-letter file; default `<table>.dead-letter.jsonl`,
+    /// or for a table in an object store, objects under `<table>.dead-letter/`
+    /// in the same store.
     #[arg(long, env = "PULLSTATS_DEAD_LETTER", conflicts_with = "brokers")]
     pub dead_letter: Option<PathBuf>,
     /// Direct mode: commit at least this often (sooner when envelopes wait

@@ -64,6 +64,42 @@ static REJECTED_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
+static PERIODS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let s = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
+    let n = |name: &str| Field::new(name, DataType::Int64, false);
+    Arc::new(Schema::new(vec![
+        s("action_day", false),
+        s("granularity", false),
+        s("last_day", false),
+        s("fingerprint", false),
+        s("level", false),
+        s("namespace", false),
+        s("repository", true),
+        s("reference", true),
+        n("pull_by_tag"),
+        n("pull_by_digest"),
+        n("version_check"),
+        n("unique_ip_count"),
+        Field::new(
+            "ip_hashes",
+            DataType::List(Arc::new(ip_hashes_item())),
+            true,
+        ),
+    ]))
+});
+
+/// The item field of `ip_hashes`, named as Delta names list elements (so
+/// batches built here and the table's own schema agree).
+pub fn ip_hashes_item() -> Field {
+    Field::new("element", DataType::Int64, false)
+}
+
+/// Schema of the `periods` table: the pre-aggregated complete weeks and
+/// months (see `query::periods` and `schemas/periods.json`).
+pub fn periods_schema() -> SchemaRef {
+    PERIODS_SCHEMA.clone()
+}
+
 /// Schema of the `rejected` table: requests that formed no action, counted
 /// per day, repository, HTTP status and reason (`non_2xx`, `blob`,
 /// `not_pull`). Rows of one ingest are pre-aggregated; sum `requests` to
@@ -85,6 +121,7 @@ pub fn type_name(t: &DataType) -> String {
         DataType::Int32 => "int32".into(),
         DataType::Boolean => "boolean".into(),
         DataType::Timestamp(TimeUnit::Microsecond, Some(tz)) => format!("timestamp[us, {tz}]"),
+        DataType::List(item) => format!("list<{}>", type_name(item.data_type())),
         other => format!("{other:?}"),
     }
 }
@@ -280,6 +317,11 @@ mod tests {
     #[test]
     fn rejected_schema_matches_schemas_rejected_json() {
         assert_documented(&rejected_schema(), include_str!("../schemas/rejected.json"));
+    }
+
+    #[test]
+    fn periods_schema_matches_schemas_periods_json() {
+        assert_documented(&periods_schema(), include_str!("../schemas/periods.json"));
     }
 
     #[test]

@@ -7,100 +7,29 @@
 //! (re)computed only when the rows of one of its days changed — a commit
 //! that adds late actions to a closed week changes that week's row counts
 //! and so its fingerprint; compaction, which moves rows without changing
-//! them, does not. A period's aggregates are exact: counts and
-//! `exact_distinct_count(ip_hash)` per namespace and per repository, from
-//! one scan of the period with grouping sets, so a namespace's unique IPs
-//! are those of the union of its repositories, never a sum.
+//! them, does not. Complete periods are also kept in the periods table
+//! beside the pulls table (`query::periods`): a start, or another `serve`,
+//! reads them from there instead of scanning again. A period's aggregates
+//! are exact: counts and `exact_distinct_count(ip_hash)` per namespace and
+//! per repository, so a namespace's unique IPs are those of the union of
+//! its repositories, never a sum.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use std::sync::{Arc, RwLock};
 
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::Int64Type;
-use chrono::{Datelike, NaiveDate};
+use arrow::array::RecordBatch;
+use chrono::NaiveDate;
 use deltalake::DeltaTable;
 use futures::TryStreamExt;
 
 use crate::query::export::{day_rows, Granularity, Span};
-use crate::query::{self, QueryError};
+use crate::query::{self, periods};
 use crate::table::{self, Location, TableKind};
 
-/// The counts of one period and group.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts {
-    pub pull_by_tag: u64,
-    pub pull_by_digest: u64,
-    pub version_check: u64,
-    pub unique_ips: u64,
-}
-
-impl Counts {
-    pub fn pulls(&self) -> u64 {
-        self.pull_by_tag + self.pull_by_digest
-    }
-
-    /// The four columns of [`COUNTS_SQL`], from column `first` of row `i`.
-    pub fn from_row(b: &RecordBatch, first: usize, i: usize) -> Result<Self, DataError> {
-        let n = |c: usize| -> Result<u64, DataError> {
-            Ok(u64::try_from(ints(b, first + c)?.value(i)).unwrap_or(0))
-        };
-        Ok(Self {
-            pull_by_tag: n(0)?,
-            pull_by_digest: n(1)?,
-            version_check: n(2)?,
-            unique_ips: n(3)?,
-        })
-    }
-}
-
-/// The select list of [`Counts`] (read back by [`Counts::from_row`]):
-/// pulls by tag, by digest, version checks, exact unique IPs.
-pub const COUNTS_SQL: &str = "\
-    CAST(count(*) FILTER (WHERE action = 'pull_by_tag') AS BIGINT) AS pull_by_tag, \
-    CAST(count(*) FILTER (WHERE action = 'pull_by_digest') AS BIGINT) AS pull_by_digest, \
-    CAST(count(*) FILTER (WHERE action = 'version_check') AS BIGINT) AS version_check, \
-    CAST(exact_distinct_count(ip_hash) AS BIGINT) AS unique_ip_count";
-
-/// One namespace in one period.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NamespacePeriod {
-    pub total: Counts,
-    pub repos: BTreeMap<String, Counts>,
-}
-
-/// One complete week or month.
-#[derive(Debug, Default)]
-pub struct PeriodData {
-    /// Rows of each of its days when computed.
-    fingerprint: Vec<u64>,
-    pub namespaces: BTreeMap<String, NamespacePeriod>,
-}
-
-/// A week (from its Monday) or a calendar month (from its 1st).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Period {
-    pub granularity: Granularity,
-    pub span: Span,
-}
-
-impl Period {
-    /// A whole week (Monday to Sunday) or calendar month, not a part of one
-    /// cut by a custom range.
-    pub fn is_complete(&self) -> bool {
-        // A month is at most 31 days: the first period of 32 days from
-        // `from` is the whole week or month that starts there.
-        let whole = Span {
-            from: self.span.from,
-            to: self.span.from + chrono::Days::new(32),
-        };
-        let starts = match self.granularity {
-            Granularity::Week => self.span.from.weekday() == chrono::Weekday::Mon,
-            Granularity::Month => self.span.from.day() == 1,
-        };
-        starts && whole.periods(self.granularity).first() == Some(&self.span)
-    }
-}
+pub use crate::query::periods::{
+    ints, strings, Aggregates as PeriodData, Counts, NamespacePeriod, Period, COUNTS_SQL,
+};
 
 type PartialKey = (Period, String, Vec<String>);
 
@@ -151,39 +80,13 @@ impl Days {
     /// The rows of each day of `span`: what a period's aggregates (and an
     /// export's cache key) were computed from.
     pub fn fingerprint(&self, span: &Span) -> Vec<u64> {
-        span.from
-            .iter_days()
-            .take_while(|d| *d < span.to)
-            .map(|d| self.rows.get(&d).copied().unwrap_or(0))
-            .collect()
+        periods::fingerprint(&self.rows, span)
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum DataError {
-    #[error(transparent)]
-    Query(Box<QueryError>),
-    #[error("unexpected result shape: {0}")]
-    Shape(String),
-}
-
-impl From<QueryError> for DataError {
-    fn from(e: QueryError) -> Self {
-        Self::Query(Box::new(e))
-    }
-}
-
-impl From<datafusion::error::DataFusionError> for DataError {
-    fn from(e: datafusion::error::DataFusionError) -> Self {
-        QueryError::Sql(e).into()
-    }
-}
-
-impl From<table::TableError> for DataError {
-    fn from(e: table::TableError) -> Self {
-        QueryError::Table(e).into()
-    }
-}
+/// What reading the table for the API can run into: the periods module's
+/// errors (a query, the table, or an unexpected result shape).
+pub use crate::query::periods::PeriodsError as DataError;
 
 /// The table as the API sees it.
 pub struct Catalog {
@@ -329,11 +232,15 @@ impl Catalog {
         Ok(stream.try_collect().await?)
     }
 
-    /// The aggregates of a period, computed when missing or stale. Only
-    /// complete periods are kept (a custom range's partial ends are computed
-    /// at each request, so what is kept is bounded by the table's history).
+    /// The aggregates of a period. A complete one that has ended comes from
+    /// memory, else from the periods table beside the pulls table when
+    /// stored at the current fingerprint, else from a scan, which is stored
+    /// there for the next reader (see `query::periods`). A custom range's
+    /// cut ends, and a period not over yet, are scanned at each request and
+    /// kept nowhere, so what is kept is bounded by the table's history.
     pub async fn period(&self, period: Period) -> Result<Arc<PeriodData>, DataError> {
-        if !period.is_complete() {
+        let today = chrono::Utc::now().date_naive();
+        if !period.is_complete() || period.span.to > today {
             let Some(t) = self.table().await else {
                 return Ok(Arc::default());
             };
@@ -351,33 +258,53 @@ impl Catalog {
         }
         let days = self.days();
         let fingerprint = days.fingerprint(&period.span);
-        let data = if fingerprint.iter().all(|n| *n == 0) {
-            PeriodData {
-                fingerprint,
-                namespaces: BTreeMap::new(),
-            }
-        } else {
-            let Some(t) = self.table().await else {
-                return Err(DataError::Shape("the table is not loaded".into()));
-            };
-            PeriodData {
-                fingerprint,
-                namespaces: self.aggregate(&t, &period.span, None).await?,
-            }
+        if fingerprint.iter().all(|n| *n == 0) {
+            return Ok(self.keep(
+                period,
+                PeriodData {
+                    fingerprint,
+                    namespaces: BTreeMap::new(),
+                },
+            ));
+        }
+        let mut stored = periods::load(&self.path, Some(&period)).await?;
+        if let Some(data) = stored
+            .remove(&period)
+            .filter(|d| d.fingerprint == fingerprint)
+        {
+            return Ok(self.keep(period, data));
+        }
+        let Some(t) = self.table().await else {
+            return Err(DataError::Shape("the table is not loaded".into()));
         };
+        let mut wanted = None;
+        let start = period.span.from;
+        for (p, data) in periods::compute_day(&self.path, &t, &days.rows, start, today).await? {
+            let data = self.keep(p, data);
+            if p == period {
+                wanted = Some(data);
+            }
+        }
+        wanted.ok_or_else(|| DataError::Shape(format!("{period:?} was not computed")))
+    }
+
+    /// Keeps `data` of a complete period in memory, unless the table moved
+    /// on while it was computed.
+    fn keep(&self, period: Period, data: PeriodData) -> Arc<PeriodData> {
         let data = Arc::new(data);
-        // Stored only if the table did not move on meanwhile.
         if self.days().fingerprint(&period.span) == data.fingerprint {
             if let Ok(mut p) = self.periods.write() {
                 p.insert(period, data.clone());
             }
         }
-        Ok(data)
+        data
     }
 
-    /// The total of `namespace` over `repos` only in a complete period:
-    /// exact unique IPs of their union need a scan of the period, done once
-    /// per period and set of repositories while its days do not change.
+    /// The total of `namespace` over `repos` only in a period. For a
+    /// complete one, the union of the repositories' IP sets stored in the
+    /// periods table; else (or while it is not stored) a scan of the
+    /// period. Kept per period and set of repositories while the period's
+    /// days do not change.
     pub async fn partial_total(
         &self,
         period: Period,
@@ -392,15 +319,30 @@ impl Catalog {
                 return Ok(counts);
             }
         }
-        let Some(t) = self.table().await else {
+        if fingerprint.iter().all(|n| *n == 0) {
             return Ok(Counts::default());
+        }
+        let ended = period.span.to <= chrono::Utc::now().date_naive();
+        let stored = if period.is_complete() && ended {
+            // Computes and stores the period when it is not yet.
+            self.period(period).await?;
+            periods::union(&self.path, &period, &fingerprint, namespace, repos).await?
+        } else {
+            None
         };
-        let counts = self
-            .aggregate(&t, &period.span, Some((namespace, repos)))
-            .await?
-            .remove(namespace)
-            .map(|n| n.total)
-            .unwrap_or_default();
+        let counts = match stored {
+            Some(counts) => counts,
+            None => {
+                let Some(t) = self.table().await else {
+                    return Ok(Counts::default());
+                };
+                self.aggregate(&t, &period.span, Some((namespace, repos)))
+                    .await?
+                    .remove(namespace)
+                    .map(|n| n.total)
+                    .unwrap_or_default()
+            }
+        };
         if period.is_complete() {
             if let Ok(mut p) = self.partials.write() {
                 p.insert(key, (fingerprint, counts));
@@ -435,84 +377,38 @@ impl Catalog {
                     .join(", ")
             ),
         };
-        let sql = format!(
-            "SELECT namespace, repository, CAST(grouping(repository) AS BIGINT) AS whole, \
-               {COUNTS_SQL} FROM pulls WHERE {}{filter} \
-             GROUP BY GROUPING SETS ((namespace), (namespace, repository))",
-            span.predicate()
-        );
-        let mut out: BTreeMap<String, NamespacePeriod> = BTreeMap::new();
-        for b in self.run(t, &sql).await? {
-            let ns = strings(&b, 0)?;
-            let repo = strings(&b, 1)?;
-            let whole = ints(&b, 2)?;
-            for i in 0..b.num_rows() {
-                let counts = Counts::from_row(&b, 3, i)?;
-                let entry = out.entry(ns.value(i).to_owned()).or_default();
-                if whole.value(i) == 1 {
-                    entry.total = counts;
-                } else if !repo.is_null(i) {
-                    entry.repos.insert(repo.value(i).to_owned(), counts);
-                }
-            }
-        }
-        Ok(out)
+        let ctx = query::session_over(&self.path, t.clone(), false).await?;
+        periods::aggregate(&ctx, span, &filter).await
     }
 
     /// Computes the complete periods of the last 12 months (weeks and
     /// months) that are not cached, newest first, so the first requests
     /// after a start or a late commit find them ready.
     pub async fn warm(&self, today: NaiveDate) -> Result<usize, DataError> {
-        let mut computed = 0;
+        let mut missing = Vec::new();
         for granularity in [Granularity::Week, Granularity::Month] {
             let mut spans = Span::trailing(granularity, 12, today).periods(granularity);
             spans.reverse();
-            for span in spans {
-                let period = Period { granularity, span };
-                if self.cached(&period).is_none() {
-                    self.period(period).await?;
-                    computed += 1;
+            missing.extend(
+                spans
+                    .into_iter()
+                    .map(|span| Period { granularity, span })
+                    .filter(|p| self.cached(p).is_none()),
+            );
+        }
+        if missing.len() > 1 {
+            // One read of the periods table for all those stored (after a
+            // start, or what `compact` or another `serve` stored).
+            let days = self.days();
+            for (period, data) in periods::load(&self.path, None).await? {
+                if data.fingerprint == days.fingerprint(&period.span) {
+                    self.keep(period, data);
                 }
             }
         }
-        Ok(computed)
-    }
-}
-
-/// A text column as plain UTF-8 (partition columns come dictionary-encoded).
-pub(super) fn strings(b: &RecordBatch, i: usize) -> Result<arrow::array::StringArray, DataError> {
-    let column = arrow::compute::cast(b.column(i), &arrow::datatypes::DataType::Utf8)
-        .map_err(|e| DataError::Shape(format!("column {i} is not text: {e}")))?;
-    Ok(column.as_string::<i32>().clone())
-}
-
-pub(super) fn ints(b: &RecordBatch, i: usize) -> Result<&arrow::array::Int64Array, DataError> {
-    b.column(i)
-        .as_primitive_opt::<Int64Type>()
-        .ok_or_else(|| DataError::Shape(format!("column {i} is not BIGINT")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn period(granularity: Granularity, from: &str, to: &str) -> Period {
-        Period {
-            granularity,
-            span: Span::days(from, to).expect("span"),
+        for period in &missing {
+            self.period(*period).await?;
         }
-    }
-
-    #[test]
-    fn only_whole_weeks_and_months_are_complete() {
-        use Granularity::{Month, Week};
-        assert!(period(Week, "2026-11-30", "2026-12-07").is_complete());
-        assert!(period(Month, "2026-02-01", "2026-03-01").is_complete());
-        assert!(period(Month, "2026-12-01", "2027-01-01").is_complete());
-        // A custom range's cut ends.
-        assert!(!period(Week, "2026-12-01", "2026-12-07").is_complete());
-        assert!(!period(Week, "2026-11-30", "2026-12-03").is_complete());
-        assert!(!period(Month, "2026-11-15", "2026-12-01").is_complete());
-        assert!(!period(Month, "2026-11-01", "2026-11-20").is_complete());
+        Ok(missing.len())
     }
 }

@@ -1,10 +1,12 @@
 //! `pullstats compact`: rewrite the small files of closed days into sorted
 //! files of the target size (see `table::maintenance`), the pulls table
-//! and its rejected table, one commit per day. Safe while the daemon writes.
+//! and the tables beside it, one commit per day; then bring the periods
+//! table up to date (`query::periods`). Safe while the daemon writes.
 
 use anyhow::Context;
 
 use crate::cli::CompactArgs;
+use crate::query::periods;
 use crate::table::maintenance::{self, CompactOptions, CompactReport, DaySelection};
 
 pub async fn run(args: CompactArgs) -> anyhow::Result<()> {
@@ -29,5 +31,15 @@ pub async fn run(args: CompactArgs) -> anyhow::Result<()> {
             println!("{}: nothing to compact", path);
         }
     }
+    let at = crate::table::periods_path(&args.table);
+    let mut computed = |day: chrono::NaiveDate| println!("{at}: periods from {day} computed");
+    let report = periods::update(&args.table, options.today, None, &mut computed)
+        .await
+        .with_context(|| format!("updating {at} stopped"))?;
+    println!(
+        "{at}: {} complete periods, {} first days computed again",
+        report.periods,
+        report.computed_days.len()
+    );
     Ok(())
 }

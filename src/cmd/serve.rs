@@ -16,7 +16,7 @@ use crate::cli::ServeArgs;
 use crate::cmd::ingest::default_dead_letter_path;
 use crate::config;
 use crate::metrics::Metrics;
-use crate::pipeline::dead_letter::FileDeadLetters;
+use crate::pipeline::dead_letter::{DeadLetterSink, FileDeadLetters};
 use crate::pipeline::kafka::{self, KafkaDeadLetters};
 use crate::serve::forward::Forwarder;
 use crate::serve::tokens::Tokens;
@@ -24,6 +24,7 @@ use crate::serve::{self, App, Mode, SharedDeadLetters};
 use crate::stream::queue;
 use crate::stream::reload::{self, Reloader};
 use crate::stream::{self, EngineParts, Signals, StreamConfig, TableResumer, Tables};
+use crate::table::dead_letters::StoreDeadLetters;
 use crate::table::sessions::SessionStore;
 use crate::table::Location;
 
@@ -194,15 +195,28 @@ async fn direct_app(
     }
     let (pipeline, fingerprint) =
         config::pipeline_from(&args.session, &args.enrich, &args.privacy, max_body + 64)?;
-    let dead_path = match (args.dead_letter.clone(), default_dead_letter_path(&args.table)) {
-        (Some(path), _) | (None, Some(path)) => path,
-        (None, None) => bail!(
-            "direct mode on a table in an object store needs --dead-letter PATH (a local file; the daemon's dead-letter topic is the shared alternative)"
-        ),
+    let run_id = format!("serve-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"));
+    // A local table's dead letters go to the file beside it; a table in an
+    // object store's, to objects beside it in the same store (named for
+    // this run, with a random part: several `serve`s may share the store).
+    let sink: Box<dyn DeadLetterSink> = match (
+        args.dead_letter.clone(),
+        default_dead_letter_path(&args.table),
+    ) {
+        (Some(path), _) | (None, Some(path)) => Box::new(FileDeadLetters::new(&path, run_id)),
+        (None, None) => {
+            let mut random = [0u8; 4];
+            getrandom::fill(&mut random).context("no randomness for the run's name")?;
+            let run = format!("{run_id}-{}", u32::from_be_bytes(random));
+            Box::new(StoreDeadLetters::new(
+                tokio::runtime::Handle::current(),
+                &args.table.beside(".dead-letter"),
+                run,
+            )?)
+        }
     };
     let tables = Tables::open_waiting(&args.table, signals).await?;
-    let run_id = format!("serve-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"));
-    let dead = SharedDeadLetters::new(Box::new(FileDeadLetters::new(&dead_path, run_id)));
+    let dead = SharedDeadLetters::new(sink);
     let resumer = TableResumer::new(
         tokio::runtime::Handle::current(),
         args.table.clone(),

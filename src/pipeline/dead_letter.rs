@@ -117,17 +117,7 @@ impl DeadLetterSink for FileDeadLetters {
                 .map_err(|e| self.err(e))?;
             self.out = Some(BufWriter::new(file));
         }
-        let text = std::str::from_utf8(letter.payload).ok();
-        let record = Record {
-            run: &self.run,
-            source: letter.source,
-            position: letter.position,
-            reason: letter.reason,
-            raw: text,
-            raw_hex: text.is_none().then(|| hex(letter.payload)),
-        };
-        let mut line = serde_json::to_vec(&record).map_err(|e| self.err(e.into()))?;
-        line.push(b'\n');
+        let line = json_line(&self.run, &letter).map_err(|e| self.err(e.into()))?;
         let result = match self.out.as_mut() {
             Some(out) => out.write_all(&line),
             None => Ok(()),
@@ -148,6 +138,23 @@ impl DeadLetterSink for FileDeadLetters {
     fn count(&self) -> u64 {
         self.count
     }
+}
+
+/// One letter as a JSON Lines record (newline included), tagged with `run`:
+/// what every sink that writes files or objects stores.
+pub fn json_line(run: &str, letter: &DeadLetter<'_>) -> Result<Vec<u8>, serde_json::Error> {
+    let text = std::str::from_utf8(letter.payload).ok();
+    let record = Record {
+        run,
+        source: letter.source,
+        position: letter.position,
+        reason: letter.reason,
+        raw: text,
+        raw_hex: text.is_none().then(|| hex(letter.payload)),
+    };
+    let mut line = serde_json::to_vec(&record)?;
+    line.push(b'\n');
+    Ok(line)
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -23,6 +23,7 @@ use crate::table::{self, Location, TableError, TableKind};
 
 pub mod distinct;
 pub mod export;
+pub mod periods;
 pub mod saved;
 pub mod span;
 
@@ -161,11 +162,12 @@ pub async fn session_at(
 }
 
 /// [`session`] over the pulls table already opened (`pulls`, the table at
-/// `path`); `rejected` registers the rejected table too, when there is one.
+/// `path`); `beside` registers the tables beside it too (`rejected` and
+/// `periods`), when there are.
 pub async fn session_over(
     path: &Location,
     pulls: deltalake::DeltaTable,
-    rejected: bool,
+    beside: bool,
 ) -> Result<SessionContext, QueryError> {
     // DATAFUSION_* environment variables tune the engine, e.g.
     // DATAFUSION_EXECUTION_TARGET_PARTITIONS=8 (see README, `sql`).
@@ -173,10 +175,13 @@ pub async fn session_over(
     let ctx = SessionContext::new_with_config_rt(config, runtime()?);
     ctx.register_udaf(distinct::udaf());
     register(&ctx, path, TableKind::Pulls, pulls).await?;
-    let rejected_path = table::rejected_path(path);
-    if rejected && table::exists(&rejected_path).await? {
-        let table = table::open(&rejected_path, TableKind::Rejected).await?;
-        register(&ctx, &rejected_path, TableKind::Rejected, table).await?;
+    if beside {
+        for (beside, kind) in [
+            (table::rejected_path(path), TableKind::Rejected),
+            (table::periods_path(path), TableKind::Periods),
+        ] {
+            register_if_present(&ctx, &beside, kind).await?;
+        }
     }
     Ok(ctx)
 }
@@ -197,6 +202,20 @@ fn runtime() -> Result<Arc<RuntimeEnv>, DataFusionError> {
     RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(FairSpillPool::new(limit)))
         .build_arc()
+}
+
+/// Registers the table of `kind` at `path` when there is one.
+pub async fn register_if_present(
+    ctx: &SessionContext,
+    path: &Location,
+    kind: TableKind,
+) -> Result<bool, QueryError> {
+    if !table::exists(path).await? {
+        return Ok(false);
+    }
+    let table = table::open(path, kind).await?;
+    register(ctx, path, kind, table).await?;
+    Ok(true)
 }
 
 async fn register(

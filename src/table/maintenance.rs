@@ -123,6 +123,18 @@ pub struct DataFile {
     remove: Remove,
 }
 
+impl DataFile {
+    /// The action that deletes this file's rows from the table (a change
+    /// of data, unlike compaction's removals).
+    pub fn deletion(&self) -> Remove {
+        Remove {
+            data_change: true,
+            deletion_timestamp: Some(chrono::Utc::now().timestamp_millis()),
+            ..self.remove.clone()
+        }
+    }
+}
+
 /// The data files of `table`'s loaded version.
 pub fn data_files(path: &Location, table: &DeltaTable) -> Result<Vec<DataFile>, TableError> {
     let snapshot = table.snapshot().map_err(delta(path))?;
@@ -267,7 +279,7 @@ pub fn mib(bytes: u64) -> String {
 }
 
 /// The tables maintenance works on: the pulls table at `path`, and its
-/// rejected table when there is one.
+/// rejected and periods tables when there are.
 pub async fn tables(path: &Location) -> Result<Vec<(Location, TableKind)>, Box<TableError>> {
     if !super::exists(path).await? {
         return Err(Box::new(TableError::NotATable {
@@ -276,9 +288,13 @@ pub async fn tables(path: &Location) -> Result<Vec<(Location, TableKind)>, Box<T
         }));
     }
     let mut tables = vec![(path.clone(), TableKind::Pulls)];
-    let rejected = super::rejected_path(path);
-    if super::exists(&rejected).await? {
-        tables.push((rejected, TableKind::Rejected));
+    for (beside, kind) in [
+        (super::rejected_path(path), TableKind::Rejected),
+        (super::periods_path(path), TableKind::Periods),
+    ] {
+        if super::exists(&beside).await? {
+            tables.push((beside, kind));
+        }
     }
     Ok(tables)
 }
@@ -524,14 +540,8 @@ pub async fn retain(
         }
         let predicate = format!("{PARTITION_COLUMN} < '{cutoff}'");
         let actions = doomed
-            .into_iter()
-            .map(|f| {
-                Action::Remove(Remove {
-                    data_change: true,
-                    deletion_timestamp: Some(chrono::Utc::now().timestamp_millis()),
-                    ..f.remove
-                })
-            })
+            .iter()
+            .map(|f| Action::Remove(f.deletion()))
             .collect();
         let properties = CommitProperties::default().with_metadata([(
             "pullstats".to_owned(),

@@ -12,6 +12,7 @@
 //! land atomically with the data, and Delta's conflict check fences a
 //! writer that lost a partition (see [`TableError::is_conflict`]).
 
+pub mod dead_letters;
 mod info;
 pub mod location;
 pub mod maintenance;
@@ -36,7 +37,7 @@ use url::Url;
 
 pub use location::Location;
 
-use crate::schema::{rejected_schema, table_schema, PARTITION_COLUMN};
+use crate::schema::{periods_schema, rejected_schema, table_schema, PARTITION_COLUMN};
 
 /// Rows written before the open Parquet files are sealed (bounded memory).
 pub const MAX_WINDOW_ROWS: usize = 2_000_000;
@@ -50,11 +51,13 @@ const ROW_GROUP_ROWS: usize = 256 * 1024;
 pub const PULLS_ORDER: &[&str] = &["timestamp", "namespace", "repository"];
 
 /// The tables pullstats keeps: the pulls table at `DIR`, and beside it
-/// (`DIR.rejected`) the counts of requests that formed no action.
+/// the counts of requests that formed no action (`DIR.rejected`) and the
+/// pre-aggregated complete periods (`DIR.periods`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TableKind {
     Pulls,
     Rejected,
+    Periods,
 }
 
 impl TableKind {
@@ -62,6 +65,7 @@ impl TableKind {
         match self {
             TableKind::Pulls => "pulls",
             TableKind::Rejected => "rejected",
+            TableKind::Periods => "periods",
         }
     }
 
@@ -69,6 +73,7 @@ impl TableKind {
         match self {
             TableKind::Pulls => table_schema(),
             TableKind::Rejected => rejected_schema(),
+            TableKind::Periods => periods_schema(),
         }
     }
 
@@ -80,6 +85,13 @@ impl TableKind {
         match self {
             TableKind::Pulls => PULLS_ORDER,
             TableKind::Rejected => &["namespace", "repository", "status", "reason"],
+            TableKind::Periods => &[
+                "granularity",
+                "level",
+                "namespace",
+                "repository",
+                "reference",
+            ],
         }
     }
 
@@ -89,6 +101,9 @@ impl TableKind {
             TableKind::Rejected => {
                 "pullstats: counts of requests that formed no action, per day, repository, status and reason"
             }
+            TableKind::Periods => {
+                "pullstats: complete weeks and months pre-aggregated per namespace, repository and reference (see schemas/periods.json)"
+            }
         }
     }
 }
@@ -96,6 +111,11 @@ impl TableKind {
 /// Where the rejected-requests table of the pulls table at `table` lives.
 pub fn rejected_path(table: &Location) -> Location {
     table.beside(".rejected")
+}
+
+/// Where the pre-aggregated periods of the pulls table at `table` live.
+pub fn periods_path(table: &Location) -> Location {
+    table.beside(".periods")
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -482,6 +502,29 @@ impl TableWriter {
             .commit_actions(operation, properties, removes, false)
             .await?;
         Ok((version, sizes))
+    }
+
+    /// Commits the files written in place of `removed` (their data is
+    /// replaced: both sides change data), as an overwrite of the rows
+    /// matching `predicate`, with `txns` as application transactions: a
+    /// concurrent commit carrying the same application id makes this one a
+    /// conflict ([`TableError::is_conflict`]), which is how two writers
+    /// replacing the same rows are kept from both adding theirs.
+    pub async fn commit_replace(
+        &mut self,
+        removed: Vec<Remove>,
+        predicate: String,
+        txns: Vec<Transaction>,
+    ) -> Result<Option<u64>, TableError> {
+        let operation = DeltaOperation::Write {
+            mode: SaveMode::Overwrite,
+            partition_by: Some(vec![PARTITION_COLUMN.to_owned()]),
+            predicate: Some(predicate),
+        };
+        let properties = CommitProperties::default().with_application_transactions(txns);
+        let removes = removed.into_iter().map(Action::Remove).collect();
+        self.commit_actions(operation, properties, removes, false)
+            .await
     }
 
     /// One commit of the written files plus `extra` actions; without

@@ -242,10 +242,36 @@ fn uncommitted_state_since(table: &Path, topic: &str, partitions: u32, since: i6
 fn two_daemons_in_one_group_one_killed() {
     let dir = test_dir();
     let broker = Broker::memory(dir.path());
-    let (events, ends) = generated_topic(dir.path(), &broker, 4, 40_000, 13);
+    broker.create_topic_with_dlq("events", 4);
+    let (events, _) = generate(
+        dir.path(),
+        "events.jsonl",
+        &["--events", "40000", "--seed", "13"],
+    );
+    // The second half is produced once a daemon is dead: only a takeover
+    // of its partitions gets it into the table.
+    let text = std::fs::read_to_string(&events).expect("events");
+    let lines: Vec<&str> = text.lines().collect();
+    let (first, second) = (
+        dir.path().join("first.jsonl"),
+        dir.path().join("second.jsonl"),
+    );
+    let (head, tail) = lines.split_at(lines.len() / 2);
+    std::fs::write(&first, head.join("\n") + "\n").expect("first half");
+    std::fs::write(&second, tail.join("\n") + "\n").expect("second half");
+    produce(&broker, "events", &first);
     let table = dir.path().join("pulls");
-    let mut a = daemon(&broker, "events", "g-pair", &table, &[]);
-    let b = daemon(&broker, "events", "g-pair", &table, &[]);
+    // librdkafka's default session timeout: with the harness's 3 s, tansu
+    // rebalances a two-member group every ~3 s for as long as it runs
+    // (README, quirk 6), so no moment is safe to kill a member in.
+    let x = [
+        "-X",
+        "session.timeout.ms=10000",
+        "-X",
+        "heartbeat.interval.ms=1000",
+    ];
+    let mut a = daemon(&broker, "events", "g-pair", &table, &x);
+    let b = daemon(&broker, "events", "g-pair", &table, &x);
     wait_until(
         Duration::from_secs(60),
         "both daemons to hold partitions",
@@ -263,13 +289,40 @@ fn two_daemons_in_one_group_one_killed() {
             .values()
             .any(|(o, _)| o.is_some())
     });
+    // Kill a member of a settled group: the four partitions shared and no
+    // rebalance for 4 s. A kill in the middle of a rebalance is what makes
+    // tansu keep the dead member (quirk 5), and the two daemons started
+    // together rebalance a few times at first.
+    let settled = || {
+        let m = |d: &Daemon, name: &str| {
+            d.metrics()
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let state = || {
+            let held =
+                m(&a, "pullstats_assigned_partitions") + m(&b, "pullstats_assigned_partitions");
+            (
+                held,
+                m(&a, "pullstats_rebalances_total"),
+                m(&b, "pullstats_rebalances_total"),
+            )
+        };
+        let before = state();
+        std::thread::sleep(Duration::from_secs(4));
+        before.0 == 4 && state() == before
+    };
+    wait_until(Duration::from_secs(90), "the group to settle", settled);
     a.kill();
+    produce(&broker, "events", &second);
+    let ends = broker.end_offsets("events", 4, 40_000);
     // The survivor takes the dead member's partitions over once the
-    // coordinator notices (session.timeout.ms=3000) and finishes alone.
+    // coordinator notices (session.timeout.ms=10000) and finishes alone.
     // tansu 0.6 keeps a member killed in the middle of a rebalance in the
-    // group for good (README, quirk 3); then a replacement, as a supervisor
+    // group for good (README, quirk 5); then a replacement, as a supervisor
     // would start, gets its partitions.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline && !b.metrics().contains("pullstats_assigned_partitions 4") {
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -277,8 +330,8 @@ fn two_daemons_in_one_group_one_killed() {
         eprintln!("the survivor took every partition over");
         None
     } else {
-        eprintln!("tansu kept the killed member in the group (quirk 3): starting a replacement");
-        Some(daemon(&broker, "events", "g-pair", &table, &[]))
+        eprintln!("tansu kept the killed member in the group (quirk 5): starting a replacement");
+        Some(daemon(&broker, "events", "g-pair", &table, &x))
     };
     wait_done(&table, "events", &ends, Duration::from_secs(120));
     drop(b);

@@ -35,11 +35,14 @@ pub fn info(table: &Path) -> serde_json::Value {
     serde_json::from_str(&out).expect("info json")
 }
 
+/// Data files of the pulls and rejected tables (the periods table, which
+/// `compact` also fills, is checked on its own).
 fn file_count(table: &Path) -> u64 {
     let info = info(table);
     info.as_array()
         .expect("tables")
         .iter()
+        .filter(|t| t["kind"] != "periods")
         .map(|t| t["files"].as_u64().expect("files"))
         .sum()
 }
@@ -318,4 +321,146 @@ fn retention_removes_old_days_and_vacuum_their_files() {
         .arg(&table)
         .arg("SELECT 1"));
     assert!(String::from_utf8_lossy(&future.stderr).contains("there is no version 999"));
+}
+
+/// The summary export's rows of `args` (a week or month, a view), without
+/// its owner column, sorted.
+fn export_rows(table: &Path, args: &[&str]) -> Vec<String> {
+    let csv = export(table, args);
+    let mut rows: Vec<String> = csv
+        .lines()
+        .skip(1)
+        .map(|l| {
+            l.rsplit_once(',')
+                .map_or(l, |(counts, _owner)| counts)
+                .to_owned()
+        })
+        .collect();
+    rows.sort_unstable();
+    rows
+}
+
+/// The periods table's rows of one level of the period starting `day`, in
+/// the columns of the export view of that level, sorted.
+fn stored_rows(table: &Path, granularity: &str, day: &str, level: &str) -> Vec<String> {
+    let keys = match level {
+        "namespace" => "namespace",
+        "repository" => "namespace, repository",
+        _ => "namespace, repository, reference",
+    };
+    let sql = format!(
+        "SELECT {keys}, unique_ip_count, pull_by_tag, pull_by_digest, version_check \
+         FROM periods WHERE granularity = '{granularity}' AND action_day = '{day}' \
+           AND level = '{level}'"
+    );
+    let mut rows: Vec<String> = sql_rows(table, &sql)
+        .into_iter()
+        .skip(1)
+        .map(|r| r.join(","))
+        .collect();
+    rows.sort_unstable();
+    rows
+}
+
+/// Every level of every stored period equals `pullstats export` of it, and
+/// the repositories' IP sets hold what their counts say, their union what
+/// the namespace's count says.
+fn assert_periods_equal_exports(table: &Path, periods: &[(&str, &str, &str)]) {
+    for (granularity, day, span) in periods {
+        let flag = if *granularity == "week" {
+            "--week"
+        } else {
+            "--month"
+        };
+        for (level, view) in [
+            ("reference", "summary"),
+            ("repository", "repo-summary"),
+            ("namespace", "namespace-summary"),
+        ] {
+            let want = export_rows(table, &[flag, span, "--view", view]);
+            assert!(!want.is_empty(), "{span} has data");
+            assert_eq!(
+                stored_rows(table, granularity, day, level),
+                want,
+                "{span} {level}"
+            );
+        }
+    }
+    let wrong_sets = sql_count(
+        table,
+        "SELECT count(*) FROM periods WHERE level = 'repository' \
+           AND unique_ip_count <> cardinality(ip_hashes)",
+    );
+    assert_eq!(wrong_sets, 0, "repository sets hold their unique IPs");
+    let unions = sql_rows(
+        table,
+        "SELECT n.action_day, n.granularity, n.namespace, n.unique_ip_count, u.ips \
+         FROM periods n JOIN ( \
+           SELECT action_day, granularity, namespace, count(DISTINCT ip) AS ips FROM ( \
+             SELECT action_day, granularity, namespace, unnest(ip_hashes) AS ip \
+             FROM periods WHERE level = 'repository') \
+           GROUP BY 1, 2, 3) u \
+         USING (action_day, granularity, namespace) WHERE n.level = 'namespace'",
+    );
+    assert!(unions.len() > 1, "namespace rows: {unions:?}");
+    for r in &unions[1..] {
+        assert_eq!(
+            r[3], r[4],
+            "a namespace's unique IPs are its repositories' union: {r:?}"
+        );
+    }
+}
+
+#[test]
+fn compact_keeps_the_periods_table_equal_to_a_scan_even_after_late_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (events, _) = generate(
+        dir.path(),
+        "events.jsonl",
+        &[
+            "--events",
+            "6000",
+            "--seed",
+            "5",
+            "--start",
+            "2026-11-02",
+            "--days",
+            "20",
+        ],
+    );
+    let table = dir.path().join("pulls");
+    ingest(&events, &table);
+    // Three whole weeks (2026-11-02 .. 11-22) and the month of November.
+    let periods = [
+        ("week", "2026-11-02", "2026-W45"),
+        ("week", "2026-11-09", "2026-W46"),
+        ("week", "2026-11-16", "2026-W47"),
+        ("month", "2026-11-01", "2026-11"),
+    ];
+    let out = compact(&table);
+    assert!(
+        out.contains("4 complete periods, 4 first days computed again"),
+        "{out}"
+    );
+    assert_periods_equal_exports(&table, &periods);
+    assert!(
+        compact(&table).contains("4 complete periods, 0 first days computed again"),
+        "nothing is computed twice"
+    );
+
+    // A late pull in week 45 (by an IP the generator never uses): that
+    // week and its month are computed again, and still equal a scan.
+    let late = dir.path().join("late.jsonl");
+    std::fs::write(
+        &late,
+        r#"{"timestamp":"2026-11-04T10:00:00Z","method":"GET","repository":"library/nginx","reference":"1.27","digest":"sha256:d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1","status":200,"remote_addr":"203.0.113.250","user_agent":"containerd/1.7.22"}
+"#,
+    )
+    .expect("late event");
+    ingest(&late, &table);
+    let out = compact(&table);
+    assert!(out.contains("periods from 2026-11-01 computed"), "{out}");
+    assert!(out.contains("periods from 2026-11-02 computed"), "{out}");
+    assert!(out.contains("2 first days computed again"), "{out}");
+    assert_periods_equal_exports(&table, &periods);
 }

@@ -550,6 +550,102 @@ fn late_data_in_a_closed_week_is_counted_once_committed() {
         &format!("{BASE}/namespaces/acme/pulls?group=namespace"),
     );
     assert_eq!(rows(&v).last().map(|r| (r.2, r.3)), Some((8, 6)));
+    // The periods table beside the pulls table was brought up to date too:
+    // week A's row counts the late pull, and its fingerprint is current.
+    let stored = sql_rows(
+        &dir.path().join("pulls"),
+        &format!(
+            "SELECT pull_by_tag + pull_by_digest, unique_ip_count FROM periods \
+             WHERE granularity = 'week' AND action_day = '{}' \
+               AND level = 'namespace' AND namespace = 'acme'",
+            ymd(d.wa)
+        ),
+    );
+    assert_eq!(stored[1..], [vec!["5".to_owned(), "5".to_owned()]]);
+}
+
+/// The periods a `serve` computed are kept in the periods table: another
+/// `serve` started on the table answers the same series from it, and
+/// computes (and commits) nothing.
+#[test]
+fn a_restarted_serve_reads_the_stored_periods_instead_of_scanning() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut serve, acme, partial, _, _, d) = start(dir.path(), &[]);
+    let periods = dir.path().join("pulls.periods");
+    // Both of acme's repositories granted one by one: the namespace total
+    // is the union of their stored IP sets (IP 1 pulled both in week A: 4
+    // IPs, not 5), the same as the whole namespace's.
+    let both = token(
+        &dir.path().join("tokens.toml"),
+        "both",
+        "read",
+        &["acme/web", "acme/api"],
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "serve to read the new token",
+        || get_as(serve.port, &both, BASE).0 == 200,
+    );
+    let weeks = format!("{BASE}/namespaces/acme/pulls?timespan=weeks&group=namespace");
+    let whole = rows(&get_as(serve.port, &acme, &weeks).1);
+    assert_eq!(rows(&get_as(serve.port, &both, &weeks).1), whole);
+    let week_a = whole.iter().find(|r| r.0 == ymd(d.wa)).map(|r| (r.2, r.3));
+    assert_eq!(week_a, Some((4, 4)));
+    let series = |port: u16| {
+        let mut out = Vec::new();
+        for (secret, path) in [
+            (&acme, "namespaces/acme/pulls?timespan=weeks&group=repo"),
+            (
+                &acme,
+                "namespaces/acme/pulls?timespan=months&group=namespace",
+            ),
+            (
+                &partial,
+                "namespaces/acme/pulls?timespan=weeks&group=namespace",
+            ),
+            (
+                &partial,
+                "namespaces/other/pulls?timespan=months&group=namespace",
+            ),
+        ] {
+            let (status, v) = get_as(port, secret, &format!("{BASE}/{path}"));
+            assert_eq!(status, 200, "{path}");
+            out.push(rows(&v));
+        }
+        out
+    };
+    let first = series(serve.port);
+    // The fixture's two weeks and their month, one first day each.
+    let stored = sql_rows(
+        &dir.path().join("pulls"),
+        "SELECT DISTINCT granularity, action_day FROM periods ORDER BY 1, 2",
+    );
+    assert_eq!(stored.len() - 1, 3, "{stored:?}");
+    let log_before = delta_log_entries(&periods);
+    serve.kill();
+    serve.restart();
+    assert_eq!(
+        series(serve.port),
+        first,
+        "the same answers after a restart"
+    );
+    assert_eq!(
+        delta_log_entries(&periods),
+        log_before,
+        "nothing recomputed: no commit to the periods table"
+    );
+}
+
+/// The commits in a local Delta table's log.
+fn delta_log_entries(table: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(table.join("_delta_log"))
+        .expect("a Delta log")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    names.sort();
+    names
 }
 
 /// `(namespace, repository or "")` → `[pulls, unique IPs, tag, digest,
