@@ -221,13 +221,18 @@ pub fn day_rows(
     path: &crate::table::Location,
     table: &DeltaTable,
 ) -> Result<BTreeMap<NaiveDate, u64>, TableError> {
+    Ok(rows_per_day(&table::maintenance::data_files(path, table)?))
+}
+
+/// Rows per day of `files`, from their statistics.
+pub fn rows_per_day(files: &[table::maintenance::DataFile]) -> BTreeMap<NaiveDate, u64> {
     let mut rows = BTreeMap::new();
-    for f in table::maintenance::data_files(path, table)? {
+    for f in files {
         if let (Ok(day), Some(n)) = (NaiveDate::parse_from_str(&f.day, "%Y-%m-%d"), f.rows) {
             *rows.entry(day).or_default() += n;
         }
     }
-    Ok(rows)
+    rows
 }
 
 /// The statements of an export of `view` over `span`, run in order as one

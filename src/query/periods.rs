@@ -34,7 +34,7 @@ use deltalake::kernel::Transaction;
 use deltalake::DeltaTable;
 use futures::TryStreamExt;
 
-use super::export::{day_rows, Granularity, Span};
+use super::export::{rows_per_day, Granularity, Span};
 use super::{QueryError, TableKind};
 use crate::schema::{ip_hashes_item, periods_schema};
 use crate::table::{self, maintenance, Location, TableError, TableWriter};
@@ -477,6 +477,16 @@ async fn store(
     }
 }
 
+/// A session with the periods table beside the pulls table at `path`
+/// registered as `periods`; `None` while there is none.
+async fn stored_session(path: &Location) -> Result<Option<SessionContext>, PeriodsError> {
+    let ctx = SessionContext::new();
+    let at = table::periods_path(path);
+    Ok(super::register_if_present(&ctx, &at, TableKind::Periods)
+        .await?
+        .then_some(ctx))
+}
+
 /// The namespace and repository levels of the stored periods (all of them,
 /// or those of `only`), each with the fingerprint it was computed at.
 /// Empty when there is no periods table yet.
@@ -484,10 +494,9 @@ pub async fn load(
     path: &Location,
     only: Option<&Period>,
 ) -> Result<HashMap<Period, Aggregates>, PeriodsError> {
-    let ctx = SessionContext::new();
-    if !super::register_if_present(&ctx, &table::periods_path(path), TableKind::Periods).await? {
+    let Some(ctx) = stored_session(path).await? else {
         return Ok(HashMap::new());
-    }
+    };
     let filter = only.map_or(String::new(), |p| {
         format!(
             " AND action_day = '{}' AND granularity = '{}'",
@@ -546,10 +555,9 @@ pub async fn union(
     namespace: &str,
     repos: &[String],
 ) -> Result<Option<Counts>, PeriodsError> {
-    let ctx = SessionContext::new();
-    if !super::register_if_present(&ctx, &table::periods_path(path), TableKind::Periods).await? {
+    let Some(ctx) = stored_session(path).await? else {
         return Ok(None);
-    }
+    };
     let sql = format!(
         "SELECT fingerprint, repository, pull_by_tag, pull_by_digest, version_check, \
            unique_ip_count, ip_hashes FROM periods \
@@ -618,17 +626,18 @@ pub async fn update(
     progress: &mut (dyn FnMut(NaiveDate) + Send),
 ) -> Result<UpdateReport, PeriodsError> {
     let pulls = table::open(path, TableKind::Pulls).await?;
-    let rows = day_rows(path, &pulls)?;
-    let mut newest: BTreeMap<String, i64> = BTreeMap::new();
-    for f in maintenance::data_files(path, &pulls)? {
-        let n = newest.entry(f.day).or_insert(f.modified_ms);
+    let files = maintenance::data_files(path, &pulls)?;
+    let rows = rows_per_day(&files);
+    let mut newest: BTreeMap<&str, i64> = BTreeMap::new();
+    for f in &files {
+        let n = newest.entry(&f.day).or_insert(f.modified_ms);
         *n = (*n).max(f.modified_ms);
     }
     let busy = |span: &Span| {
         quiet_since_ms.is_some_and(|since| {
             span.from.iter_days().take_while(|d| *d < span.to).any(|d| {
                 newest
-                    .get(&d.format("%Y-%m-%d").to_string())
+                    .get(d.format("%Y-%m-%d").to_string().as_str())
                     .is_some_and(|m| *m > since)
             })
         })
