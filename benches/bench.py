@@ -1,26 +1,35 @@
 """The benchmark harness: every scenario of issue 7 in one run, one table.
 
     python3 benches/bench.py [--bin target/release/pullstats] [--tansu ~/.cargo/bin/tansu]
-        [--file-events 2000000] [--kafka-events 1000000 10000000]
+        [--file-events 1000000 10000000] [--kafka-events 1000000 10000000]
         [--table-events 24000000 240000000] [--serve-events 200000] [--runs 3] [--skip kafka serve]
 
 Each scenario runs next to its reference, in the same run, so the ratios hold
 on a noisy machine:
 
-- file ingest: `pullstats ingest --from-file` (process start to commit) of
-  `gen` output over 28 days, against `pullstats read-file`, which reads and
-  JSON-parses the same file on one thread and does nothing else;
+- file ingest, at each --file-events: `pullstats ingest --from-file`
+  (process start to commit) of `gen` output over 28 days, against
+  `pullstats read-file`, which reads and JSON-parses the same file on one
+  thread and does nothing else;
 - Kafka ingest, at each --kafka-events: the daemon against tansu next to
   `pullstats read-topic`, a bare consumer (benches/kafka_ingest.py);
 - queries, at each --table-events: `gen` over 205 days (2026-05-01 to
   2026-11-21) piped into `ingest`, then `compact` (days left with several
-  small files are rewritten sorted) and `vacuum` of the replaced files; then the month summary of 2026-10, the raw
-  export of week 2026-W42 and the 6-month trend by month (2026-05 to
-  2026-10), each `pullstats export` as a whole process (start, Delta log,
+  small files are rewritten sorted, and the periods table is filled) and
+  `vacuum` of the replaced files; then the month summary of 2026-10 (from
+  the periods table, and scanned with --no-periods), a 17-day summary
+  (2026-10-05 .. 10-21, a scan), the raw export of week 2026-W42 and the
+  6-month trend by month (2026-05 to 2026-10, from the periods table),
+  each `pullstats export` as a whole process (start, Delta log,
   query, CSV file) against DuckDB running the same SQL in process over the
   same Parquet files with 2 threads, writing the same CSV. The outputs are
   checked to agree (all rows for the summaries; row count and the
   namespace/repository/reference/action of every row for the raw export);
+- history: a week's summary (2026-W46, scanned with --no-periods, and
+  from the periods table) over a table of 12 months against the same over
+  a table of 1 month, the same events per day (--history-events-per-day);
+  both compacted, so the cost of the history is log replay, file listing
+  and pruning;
 - serve: envelopes/s and events/s through `pullstats serve`'s POST
   /notifications in direct mode against `ingest --from-file` and in forward
   mode against `produce`, with answer latencies (benches/serve_ingest.py;
@@ -58,6 +67,18 @@ QUERIES = [
                max(owner) AS owner
         FROM read_parquet('{{files}}', hive_partitioning = true)
         WHERE action_day >= '2026-10-01' AND action_day < '2026-11-01'
+        GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""", "rows"),
+    ("month summary 2026-10, scanned", ["--view", "summary", "--month", "2026-10", "--no-periods"],
+     f"""SELECT namespace, repository, reference, count(DISTINCT ip_hash) AS unique_ip_count, {COUNTS},
+               max(owner) AS owner
+        FROM read_parquet('{{files}}', hive_partitioning = true)
+        WHERE action_day >= '2026-10-01' AND action_day < '2026-11-01'
+        GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""", "rows"),
+    ("17-day summary 2026-10-05..21 (a scan)", ["--view", "summary", "--from", "2026-10-05", "--to", "2026-10-22"],
+     f"""SELECT namespace, repository, reference, count(DISTINCT ip_hash) AS unique_ip_count, {COUNTS},
+               max(owner) AS owner
+        FROM read_parquet('{{files}}', hive_partitioning = true)
+        WHERE action_day >= '2026-10-05' AND action_day < '2026-10-22'
         GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""", "rows"),
     ("week raw export 2026-W42", ["--view", "raw", "--week", "2026-W42"],
      f"""SELECT {RAW_COLUMNS} FROM read_parquet('{{files}}', hive_partitioning = true)
@@ -130,20 +151,51 @@ def agree(ours, theirs, how):
 
 
 def file_ingest(args, work, rows):
-    events = os.path.join(work, "events.jsonl")
-    subprocess.run([args.bin, "gen", "-q", "--events", str(args.file_events), "--days", "28",
-                    "--start", "2026-11-02", "--output", events], check=True, env=ENV)
-    size = os.path.getsize(events) / 2**20
-    ref_s, ref_rss = measure([args.bin, "read-file", events])
-    table = os.path.join(work, "file-ingest")
-    ours_s, ours_rss = measure([args.bin, "ingest", "-q", "--no-progress", "--from-file", events, "--table", table])
-    n = args.file_events
-    rows.append(("file ingest, requests/s", f"{n:,} events ({size:,.0f} MiB), 28 days",
-                 f"{n / ours_s:,.0f}/s ({ours_s:.2f} s)", f"read-file {n / ref_s:,.0f} lines/s ({ref_s:.2f} s)",
-                 f"{ref_s / ours_s:.2f} of the rate", str(ours_rss)))
-    for path in (table, table + ".rejected"):
-        shutil.rmtree(path, ignore_errors=True)
-    os.remove(events)
+    for n in args.file_events:
+        events = os.path.join(work, "events.jsonl")
+        subprocess.run([args.bin, "gen", "-q", "--events", str(n), "--days", "28",
+                        "--start", "2026-11-02", "--output", events], check=True, env=ENV)
+        size = os.path.getsize(events) / 2**20
+        ref_s, ref_rss = measure([args.bin, "read-file", events])
+        table = os.path.join(work, "file-ingest")
+        ours_s, ours_rss = measure([args.bin, "ingest", "-q", "--no-progress", "--from-file", events,
+                                    "--table", table])
+        rows.append(("file ingest, requests/s", f"{n:,} events ({size:,.0f} MiB), 28 days",
+                     f"{n / ours_s:,.0f}/s ({ours_s:.2f} s)", f"read-file {n / ref_s:,.0f} lines/s ({ref_s:.2f} s)",
+                     f"{ref_s / ours_s:.2f} of the rate", str(ours_rss)))
+        for path in (table, table + ".rejected"):
+            shutil.rmtree(path, ignore_errors=True)
+        os.remove(events)
+
+
+def history(args, work, rows):
+    """A week's summary over 12 months of history against the same over 1 month."""
+    times = {}
+    for days, start in ((30, "2026-11-01"), (365, "2025-12-01")):
+        table = os.path.join(work, f"history-{days}")
+        n = args.history_events_per_day * days
+        gen = subprocess.Popen([args.bin, "gen", "-q", "--events", str(n), "--days", str(days), "--start", start],
+                               env=ENV, stdout=subprocess.PIPE)
+        measure([args.bin, "ingest", "-q", "--no-progress", "--from-file", "-", "--table", table], stdin=gen.stdout)
+        gen.stdout.close()
+        if gen.wait() != 0:
+            sys.exit("gen failed")
+        measure([args.bin, "compact", "-q", "--table", table, "--today", "2026-12-01"])
+        measure([args.bin, "vacuum", "-q", "--table", table, "--retention", "0s", "--force"])
+        for how, extra in (("scanned", ["--no-periods"]), ("from the periods table", [])):
+            best, peak = float("inf"), Rss((0.0, 0.0))
+            for _ in range(args.runs):
+                s, rss = measure([args.bin, "export", "--table", table, "--view", "summary", "--week", "2026-W46",
+                                  "--output", os.path.join(work, "week.csv"), *extra])
+                best, peak = min(best, s), Rss(map(max, peak, rss))
+            times[(days, how)] = (best, peak)
+        for path in (table, table + ".rejected", table + ".periods"):
+            shutil.rmtree(path, ignore_errors=True)
+    for how in ("scanned", "from the periods table"):
+        (one, _), (twelve, rss) = times[(30, how)], times[(365, how)]
+        rows.append((f"week summary 2026-W46, {how}, over 12 months of history",
+                     f"{args.history_events_per_day:,} events a day, 365 days", f"{twelve:.3f} s",
+                     f"over 1 month: {one:.3f} s", f"{twelve / one:.2f} of the time", str(rss)))
 
 
 def kafka(args, rows):
@@ -198,7 +250,7 @@ def queries(args, work, rows):
             rows.append((name, label, f"{best:.2f} s", f"DuckDB {duck:.2f} s", f"{best / duck:.2f} of the time",
                          str(peak)))
         con.close()
-        for path in (table, table + ".rejected"):
+        for path in (table, table + ".rejected", table + ".periods"):
             shutil.rmtree(path, ignore_errors=True)
 
 
@@ -206,12 +258,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", default="target/release/pullstats")
     ap.add_argument("--tansu", default=os.path.expanduser("~/.cargo/bin/tansu"))
-    ap.add_argument("--file-events", type=int, default=2_000_000)
+    ap.add_argument("--file-events", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    ap.add_argument("--history-events-per-day", type=int, default=40_000)
     ap.add_argument("--kafka-events", type=int, nargs="+", default=[1_000_000, 10_000_000])
     ap.add_argument("--table-events", type=int, nargs="+", default=[24_000_000, 240_000_000])
     ap.add_argument("--serve-events", type=int, default=200_000)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--skip", nargs="*", default=[], choices=["file", "kafka", "serve", "queries"])
+    ap.add_argument("--skip", nargs="*", default=[], choices=["file", "kafka", "serve", "queries", "history"])
     ap.add_argument("--work", help="scratch directory (default: a new one under $TMPDIR)")
     args = ap.parse_args()
     work = args.work or tempfile.mkdtemp(prefix="pullstats-bench-")
@@ -227,6 +280,8 @@ def main():
                                                             per_envelope=[1, 50], connections=64)))
         if "queries" not in args.skip:
             queries(args, work, rows)
+        if "history" not in args.skip:
+            history(args, work, rows)
     finally:
         print("| scenario | input | pullstats | reference | pullstats / reference | pullstats peak RSS |")
         print("|---|---|---|---|---|---|")

@@ -619,6 +619,11 @@ pub struct ExportArgs {
     #[arg(long, default_value_t = crate::query::export::RAW_SLICE_ROWS,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub raw_slice_rows: u64,
+    /// Scan the pulls table even for complete weeks and months the periods
+    /// table holds current (the same rows, slower; to check one against
+    /// the other).
+    #[arg(long)]
+    pub no_periods: bool,
 }
 
 /// Formats of `export`.

@@ -80,6 +80,7 @@ static PERIODS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         n("pull_by_digest"),
         n("version_check"),
         n("unique_ip_count"),
+        s("owner", true),
         Field::new(
             "ip_hashes",
             DataType::List(Arc::new(ip_hashes_item())),

@@ -37,6 +37,7 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
         by: args.by.clone(),
         trend: (args.granularity, args.group),
         raw_slice_rows: args.raw_slice_rows,
+        periods: !args.no_periods,
     };
     let stream = request.run(&args.table, pulls).await?;
 

@@ -8,13 +8,15 @@
 //! span in one aggregation — never a sum of daily counts, which would count a
 //! client active on two days twice.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{NaiveDate, NaiveTime};
 
 use deltalake::DeltaTable;
 
 pub use super::span::{parse_last, Granularity, Span, SpanError};
+
+use super::periods::{self, Period};
 
 use crate::table::{self, TableError};
 
@@ -80,6 +82,7 @@ fn trend_sql_by_period(
     group: TrendGroup,
     span: &Span,
     filters: &Filters,
+    stored: &BTreeSet<Period>,
 ) -> Vec<String> {
     let unit = match granularity {
         Granularity::Week => "week",
@@ -89,9 +92,24 @@ fn trend_sql_by_period(
         TrendGroup::Repository => "namespace, repository",
         TrendGroup::Namespace => "namespace",
     };
+    let level = match group {
+        TrendGroup::Repository => "repository",
+        TrendGroup::Namespace => "namespace",
+    };
     span.periods(granularity)
         .into_iter()
-        .map(|period| {
+        .map(|span| {
+            let period = Period { granularity, span };
+            if stored.contains(&period) && readable(level, filters) {
+                return format!(
+                    "SELECT CAST(action_day AS DATE) AS period, {keys}, \
+                       pull_by_tag + pull_by_digest AS pulls, pull_by_tag, pull_by_digest, \
+                       version_check, unique_ip_count \
+                     FROM periods WHERE {} AND level = '{level}'{} ORDER BY 1, {keys}",
+                    period.predicate(),
+                    filters.predicate()
+                );
+            }
             format!(
                 "SELECT CAST(date_trunc('{unit}', timestamp) AS DATE) AS period, {keys}, \
                    count(*) FILTER (WHERE action <> 'version_check') AS pulls, \
@@ -100,11 +118,18 @@ fn trend_sql_by_period(
                    count(*) FILTER (WHERE action = 'version_check') AS version_check, \
                    exact_distinct_count(ip_hash) AS unique_ip_count \
                  FROM pulls WHERE {}{} GROUP BY 1, {keys} ORDER BY 1, {keys}",
-                period.predicate(),
+                span.predicate(),
                 filters.predicate()
             )
         })
         .collect()
+}
+
+/// Whether the periods table's rows of `level` answer an export with
+/// `filters`: namespace rows cannot give a namespace's total over some of
+/// its repositories only.
+fn readable(level: &str, filters: &Filters) -> bool {
+    level != "namespace" || filters.repositories.is_empty()
 }
 
 /// Raw columns, in the spec's order.
@@ -239,7 +264,10 @@ pub fn rows_per_day(files: &[table::maintenance::DataFile]) -> BTreeMap<NaiveDat
 /// result: one per slice of time for the raw view ([`raw_sql_by_slice`]
 /// with `raw`: actions per day and rows per slice), one per period for the
 /// trend, one otherwise. `by` breaks summaries down; `trend` is the trend's
-/// granularity and grouping.
+/// granularity and grouping. A summary of a complete period, or a trend's
+/// complete period, that is in `stored` (the periods table holds it
+/// current) reads the periods table's rows: the same columns and rows as
+/// the scan of the pulls table it replaces.
 pub fn statements(
     view: View,
     span: &Span,
@@ -247,14 +275,25 @@ pub fn statements(
     by: &[Breakdown],
     trend: (Granularity, TrendGroup),
     raw: (&BTreeMap<NaiveDate, u64>, u64),
+    stored: &BTreeSet<Period>,
 ) -> Vec<String> {
-    let base: &[&str] = match view {
+    let (base, level): (&[&str], &str) = match view {
         View::Raw => return raw_sql_by_slice(span, filters, raw.0, raw.1),
-        View::Trend => return trend_sql_by_period(trend.0, trend.1, span, filters),
-        View::Summary => &["namespace", "repository", "reference"],
-        View::RepoSummary => &["namespace", "repository"],
-        View::NamespaceSummary => &["namespace"],
+        View::Trend => return trend_sql_by_period(trend.0, trend.1, span, filters, stored),
+        View::Summary => (&["namespace", "repository", "reference"], "reference"),
+        View::RepoSummary => (&["namespace", "repository"], "repository"),
+        View::NamespaceSummary => (&["namespace"], "namespace"),
     };
+    let period = Period::of_span(span).filter(|p| stored.contains(p));
+    if let Some(period) = period.filter(|_| by.is_empty() && readable(level, filters)) {
+        let keys = base.join(", ");
+        return vec![format!(
+            "SELECT {keys}, unique_ip_count, pull_by_tag, pull_by_digest, version_check, owner \
+             FROM periods WHERE {} AND level = '{level}'{} ORDER BY {keys}",
+            period.predicate(),
+            filters.predicate()
+        )];
+    }
     let filter = format!("{}{}", span.predicate(), filters.predicate());
     let mut keys: Vec<&str> = base.to_vec();
     keys.extend(by.iter().map(|b| b.column()).filter(|c| !base.contains(c)));
@@ -280,6 +319,8 @@ pub struct ExportRequest {
     pub by: Vec<Breakdown>,
     pub trend: (Granularity, TrendGroup),
     pub raw_slice_rows: u64,
+    /// Whether complete periods may be read from the periods table.
+    pub periods: bool,
 }
 
 impl ExportRequest {
@@ -292,6 +333,28 @@ impl ExportRequest {
             by: Vec::new(),
             trend: (Granularity::Week, TrendGroup::Repository),
             raw_slice_rows: RAW_SLICE_ROWS,
+            periods: true,
+        }
+    }
+
+    /// The complete periods whose stored rows could answer this export
+    /// (see [`statements`]).
+    fn complete_periods(&self) -> Vec<Period> {
+        match self.view {
+            _ if !self.periods => Vec::new(),
+            View::Raw => Vec::new(),
+            View::Trend => self
+                .span
+                .periods(self.trend.0)
+                .into_iter()
+                .map(|span| Period {
+                    granularity: self.trend.0,
+                    span,
+                })
+                .filter(Period::is_complete)
+                .collect(),
+            _ if !self.by.is_empty() => Vec::new(),
+            _ => Period::of_span(&self.span).into_iter().collect(),
         }
     }
 
@@ -302,11 +365,14 @@ impl ExportRequest {
         path: &crate::table::Location,
         pulls: DeltaTable,
     ) -> Result<datafusion::execution::SendableRecordBatchStream, super::QueryError> {
-        let day_rows = if self.view == View::Raw {
+        let complete = self.complete_periods();
+        let day_rows = if self.view == View::Raw || !complete.is_empty() {
             day_rows(path, &pulls)?
         } else {
             Default::default()
         };
+        let ctx = super::session_over(path, pulls, true).await?;
+        let stored = periods::current(&ctx, &complete, &day_rows).await?;
         let statements = statements(
             self.view,
             &self.span,
@@ -314,9 +380,9 @@ impl ExportRequest {
             &self.by,
             self.trend,
             (&day_rows, self.raw_slice_rows),
+            &stored,
         );
         tracing::debug!(?statements, "export");
-        let ctx = super::session_over(path, pulls, true).await?;
         super::execute_in_order(&ctx, statements).await
     }
 }
@@ -481,6 +547,7 @@ mod tests {
             TrendGroup::Repository,
             &weeks,
             &Filters::default(),
+            &BTreeSet::new(),
         );
         assert_eq!(sqls.len(), 13);
         assert!(
@@ -495,6 +562,7 @@ mod tests {
             TrendGroup::Namespace,
             &months,
             &Filters::default(),
+            &BTreeSet::new(),
         );
         assert_eq!(sqls.len(), 3);
         assert!(sqls[1].contains("action_day >= '2026-12-01' AND action_day < '2027-01-01'"));
@@ -516,6 +584,45 @@ mod tests {
     }
 
     #[test]
+    fn stored_complete_periods_are_read_from_the_periods_table() {
+        let month = Span::month("2026-10").expect("m");
+        let stored = BTreeSet::from([Period::of_span(&month).expect("a whole month")]);
+        let trend = (Granularity::Month, TrendGroup::Repository);
+        let sql = |view, span: &Span, filters: &Filters, by: &[Breakdown], trend| {
+            let raw = (&BTreeMap::new(), RAW_SLICE_ROWS);
+            statements(view, span, filters, by, trend, raw, &stored)
+        };
+        let none = Filters::default();
+        let one = sql(View::Summary, &month, &none, &[], trend).remove(0);
+        assert!(one.contains("FROM periods WHERE action_day = '2026-10-01' AND granularity = 'month' AND level = 'reference'"), "{one}");
+        // A breakdown, a span that is not the stored period, and a namespace
+        // total over some repositories only: scans.
+        let by = sql(View::Summary, &month, &none, &[Breakdown::Country], trend).remove(0);
+        assert!(by.contains("FROM pulls"), "{by}");
+        let part = Span::days("2026-10-01", "2026-10-31").expect("span");
+        assert!(sql(View::Summary, &part, &none, &[], trend)[0].contains("FROM pulls"));
+        let repos = Filters {
+            namespaces: vec![],
+            repositories: vec!["library/nginx".into()],
+        };
+        let ns = sql(View::NamespaceSummary, &month, &repos, &[], trend).remove(0);
+        assert!(ns.contains("FROM pulls"), "{ns}");
+        let repo = sql(View::RepoSummary, &month, &repos, &[], trend).remove(0);
+        assert!(
+            repo.contains("FROM periods") && repo.contains("level = 'repository'"),
+            "{repo}"
+        );
+        // A trend reads the stored months and scans the others.
+        let three = Span::days("2026-09-01", "2026-12-01").expect("span");
+        let sqls = sql(View::Trend, &three, &none, &[], trend);
+        let from: Vec<bool> = sqls.iter().map(|s| s.contains("FROM periods")).collect();
+        assert_eq!(from, [false, true, false], "{sqls:?}");
+        let by_ns = (Granularity::Month, TrendGroup::Namespace);
+        assert!(sql(View::Trend, &three, &none, &[], by_ns)[1].contains("level = 'namespace'"));
+        assert!(sql(View::Trend, &three, &repos, &[], by_ns)[1].contains("FROM pulls"));
+    }
+
+    #[test]
     fn filters_quote_their_values() {
         let f = Filters {
             namespaces: vec!["o'brien".into()],
@@ -528,6 +635,7 @@ mod tests {
             &[Breakdown::Country],
             (Granularity::Week, TrendGroup::Repository),
             (&BTreeMap::new(), RAW_SLICE_ROWS),
+            &BTreeSet::new(),
         )
         .remove(0);
         assert!(

@@ -204,16 +204,16 @@ fn runtime() -> Result<Arc<RuntimeEnv>, DataFusionError> {
         .build_arc()
 }
 
-/// Registers the table of `kind` at `path` when there is one.
+/// Registers the table of `kind` at `path` when there is one (a derived
+/// table only when it has the current schema: [`table::open_current`]).
 pub async fn register_if_present(
     ctx: &SessionContext,
     path: &Location,
     kind: TableKind,
 ) -> Result<bool, QueryError> {
-    if !table::exists(path).await? {
+    let Some(table) = table::open_current(path, kind).await? else {
         return Ok(false);
-    }
-    let table = table::open(path, kind).await?;
+    };
     register(ctx, path, kind, table).await?;
     Ok(true)
 }

@@ -20,7 +20,7 @@
 //! with an application transaction named for that day: two writers
 //! computing the same periods at once conflict instead of both adding rows.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -51,6 +51,15 @@ pub enum PeriodsError {
 impl From<QueryError> for PeriodsError {
     fn from(e: QueryError) -> Self {
         Self::Query(Box::new(e))
+    }
+}
+
+impl From<PeriodsError> for QueryError {
+    fn from(e: PeriodsError) -> Self {
+        match e {
+            PeriodsError::Query(e) => *e,
+            PeriodsError::Shape(s) => QueryError::Output(format!("the periods table: {s}")),
+        }
     }
 }
 
@@ -158,6 +167,23 @@ impl Period {
             .collect()
     }
 
+    /// The complete period `span` is, if it is one (a whole week or month).
+    pub fn of_span(span: &Span) -> Option<Period> {
+        [Granularity::Week, Granularity::Month]
+            .into_iter()
+            .filter_map(|g| Self::whole(g, span.from))
+            .find(|p| p.span == *span)
+    }
+
+    /// The SQL predicate selecting this period's rows of the periods table.
+    pub fn predicate(&self) -> String {
+        format!(
+            "action_day = '{}' AND granularity = '{}'",
+            self.span.from.format("%Y-%m-%d"),
+            self.granularity_name()
+        )
+    }
+
     fn granularity_name(&self) -> &'static str {
         match self.granularity {
             Granularity::Week => "week",
@@ -253,7 +279,8 @@ async fn compute(
     let levels = format!(
         "SELECT namespace, repository, reference, \
            CAST(grouping(repository) AS BIGINT) AS no_repository, \
-           CAST(grouping(reference) AS BIGINT) AS no_reference, {COUNTS_SQL} \
+           CAST(grouping(reference) AS BIGINT) AS no_reference, {COUNTS_SQL}, \
+           max(owner) AS owner \
          FROM pulls WHERE {} \
          GROUP BY GROUPING SETS ((namespace), (namespace, repository), \
            (namespace, repository, reference)) \
@@ -282,8 +309,10 @@ async fn compute(
     for b in collect(ctx, &levels).await? {
         let (ns, repo, reference) = (strings(&b, 0)?, strings(&b, 1)?, strings(&b, 2)?);
         let (no_repo, no_ref) = (ints(&b, 3)?, ints(&b, 4)?);
+        let owners = strings(&b, 9)?;
         for i in 0..b.num_rows() {
             let counts = Counts::from_row(&b, 5, i)?;
+            let owner = (!owners.is_null(i)).then(|| owners.value(i));
             let namespace = ns.value(i);
             let entry = aggregates
                 .namespaces
@@ -291,7 +320,7 @@ async fn compute(
                 .or_default();
             if no_repo.value(i) == 1 {
                 entry.total = counts;
-                rows.push("namespace", namespace, None, None, &counts, None);
+                rows.push("namespace", namespace, None, None, owner, &counts, None);
             } else if no_ref.value(i) == 1 {
                 let r = repo.value(i);
                 entry.repos.insert(r.to_owned(), counts);
@@ -299,10 +328,26 @@ async fn compute(
                     .remove(&(namespace.to_owned(), r.to_owned()))
                     .unwrap_or_default();
                 set.sort_unstable();
-                rows.push("repository", namespace, Some(r), None, &counts, Some(&set));
+                rows.push(
+                    "repository",
+                    namespace,
+                    Some(r),
+                    None,
+                    owner,
+                    &counts,
+                    Some(&set),
+                );
             } else {
                 let (r, t) = (repo.value(i), reference.value(i));
-                rows.push("reference", namespace, Some(r), Some(t), &counts, None);
+                rows.push(
+                    "reference",
+                    namespace,
+                    Some(r),
+                    Some(t),
+                    owner,
+                    &counts,
+                    None,
+                );
             }
         }
     }
@@ -320,6 +365,7 @@ struct RowsBuilder {
     repository: StringBuilder,
     reference: StringBuilder,
     counts: [Int64Builder; 4],
+    owner: StringBuilder,
     ip_hashes: ListBuilder<Int64Builder>,
 }
 
@@ -335,16 +381,19 @@ impl RowsBuilder {
             repository: StringBuilder::new(),
             reference: StringBuilder::new(),
             counts: Default::default(),
+            owner: StringBuilder::new(),
             ip_hashes: ListBuilder::new(Int64Builder::new()).with_field(ip_hashes_item()),
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn push(
         &mut self,
         level: &str,
         namespace: &str,
         repository: Option<&str>,
         reference: Option<&str>,
+        owner: Option<&str>,
         c: &Counts,
         ip_hashes: Option<&[i64]>,
     ) {
@@ -352,6 +401,7 @@ impl RowsBuilder {
         self.namespace.append_value(namespace);
         self.repository.append_option(repository);
         self.reference.append_option(reference);
+        self.owner.append_option(owner);
         let values = [
             c.pull_by_tag,
             c.pull_by_digest,
@@ -386,6 +436,7 @@ impl RowsBuilder {
         for c in &mut self.counts {
             columns.push(Arc::new(c.finish()));
         }
+        columns.push(Arc::new(self.owner.finish()));
         columns.push(Arc::new(self.ip_hashes.finish()));
         RecordBatch::try_new(periods_schema(), columns)
             .map_err(|e| PeriodsError::Shape(format!("periods rows: {e}")))
@@ -497,13 +548,7 @@ pub async fn load(
     let Some(ctx) = stored_session(path).await? else {
         return Ok(HashMap::new());
     };
-    let filter = only.map_or(String::new(), |p| {
-        format!(
-            " AND action_day = '{}' AND granularity = '{}'",
-            p.span.from.format("%Y-%m-%d"),
-            p.granularity_name()
-        )
-    });
+    let filter = only.map_or(String::new(), |p| format!(" AND {}", p.predicate()));
     let sql = format!(
         "SELECT action_day, granularity, fingerprint, level, namespace, repository, \
            pull_by_tag, pull_by_digest, version_check, unique_ip_count \
@@ -561,10 +606,8 @@ pub async fn union(
     let sql = format!(
         "SELECT fingerprint, repository, pull_by_tag, pull_by_digest, version_check, \
            unique_ip_count, ip_hashes FROM periods \
-         WHERE action_day = '{}' AND granularity = '{}' AND level = 'repository' \
-           AND namespace = '{}'",
-        period.span.from.format("%Y-%m-%d"),
-        period.granularity_name(),
+         WHERE {} AND level = 'repository' AND namespace = '{}'",
+        period.predicate(),
         namespace.replace('\'', "''")
     );
     let want = fingerprint_text(fingerprint);
@@ -600,6 +643,41 @@ pub async fn union(
     ips.dedup();
     total.unique_ips = ips.len() as u64;
     Ok(Some(total))
+}
+
+/// Which of `periods` the periods table registered in `ctx` (as
+/// `periods`, if it is) holds current: stored at the fingerprint of `rows`,
+/// the pulls table's rows per day now. A partition is replaced whole, so
+/// one row's fingerprint is every row's of its period.
+pub async fn current(
+    ctx: &SessionContext,
+    periods: &[Period],
+    rows: &BTreeMap<NaiveDate, u64>,
+) -> Result<BTreeSet<Period>, PeriodsError> {
+    if periods.is_empty() || !ctx.table_exist("periods")? {
+        return Ok(BTreeSet::new());
+    }
+    let which: Vec<String> = periods
+        .iter()
+        .map(|p| format!("({})", p.predicate()))
+        .collect();
+    let sql = format!(
+        "SELECT DISTINCT action_day, granularity, fingerprint FROM periods WHERE {}",
+        which.join(" OR ")
+    );
+    let mut out = BTreeSet::new();
+    for b in collect(ctx, &sql).await? {
+        let (day, granularity, f) = (strings(&b, 0)?, strings(&b, 1)?, strings(&b, 2)?);
+        for i in 0..b.num_rows() {
+            let Some(period) = parse_period(day.value(i), granularity.value(i)) else {
+                continue;
+            };
+            if f.value(i) == fingerprint_text(&fingerprint(rows, &period.span)) {
+                out.insert(period);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// What [`update`] did.

@@ -292,7 +292,7 @@ pub async fn tables(path: &Location) -> Result<Vec<(Location, TableKind)>, Box<T
         (super::rejected_path(path), TableKind::Rejected),
         (super::periods_path(path), TableKind::Periods),
     ] {
-        if super::exists(&beside).await? {
+        if super::open_current(&beside, kind).await?.is_some() {
             tables.push((beside, kind));
         }
     }

@@ -1,11 +1,17 @@
 //! The Delta table: open or create it, and write actions into it with one
 //! atomic commit per write session.
 //!
-//! A [`TableWriter`] streams record batches into Parquet files (partitioned
-//! by `action_day`) as it goes, sealing the open files every
-//! [`MAX_WINDOW_ROWS`] so memory stays bounded whatever the input size, and
-//! commits every file in one Delta commit at the end: a reader sees all of an
-//! ingest or none of it, and a failed ingest leaves no partial data behind.
+//! A [`TableWriter`] streams record batches into Parquet files (one open
+//! file per `action_day`, the partition) as it goes, and commits every file
+//! in one Delta commit at the end: a reader sees all of an ingest or none of
+//! it, and a failed ingest leaves no partial data behind. Memory stays
+//! bounded whatever the input size: a file's row groups go out to storage
+//! as they fill, a day's file is sealed at [`MAX_FILE_ROWS`], and the files
+//! of the days written to least recently are sealed when more than
+//! [`MAX_OPEN_FILES`] are open or the open files but the latest hold more
+//! than [`OPEN_ROWS_BUDGET`] rows in unfinished row groups (input in time
+//! order finishes its days one after the other, so each still gets about
+//! one file).
 //!
 //! A commit may carry Delta application transactions (`txn` actions): the
 //! daemon records each Kafka partition's next offset there, so the offsets
@@ -39,11 +45,19 @@ pub use location::Location;
 
 use crate::schema::{periods_schema, rejected_schema, table_schema, PARTITION_COLUMN};
 
-/// Rows written before the open Parquet files are sealed (bounded memory).
-pub const MAX_WINDOW_ROWS: usize = 2_000_000;
+/// Rows of a day's file before it is sealed and the day's next rows start
+/// another.
+pub const MAX_FILE_ROWS: usize = 2_000_000;
 /// Rows per Parquet row group: large enough for good compression and
 /// statistics, small enough that pruning by row group still helps.
 const ROW_GROUP_ROWS: usize = 256 * 1024;
+/// Days with an open file at most: each holds encoders and compression
+/// contexts for every column, a few MiB whatever its rows.
+pub const MAX_OPEN_FILES: usize = 4;
+/// Rows the open files other than the latest written may hold in row groups
+/// not yet written out (about 150 bytes a row in the Parquet encoders,
+/// measured with heaptrack); the latest holds up to a row group.
+pub const OPEN_ROWS_BUDGET: usize = 128 * 1024;
 
 /// The order of pulls in a compacted file and in a raw export: by time, so a
 /// page's statistics span a short stretch of time and the raw export's
@@ -93,6 +107,13 @@ impl TableKind {
                 "reference",
             ],
         }
+    }
+
+    /// Whether every row is derived from the pulls table, so that a table
+    /// of an older schema (written by an older pullstats) may be replaced
+    /// and computed again rather than refused.
+    fn derived(self) -> bool {
+        self == TableKind::Periods
     }
 
     fn comment(self) -> &'static str {
@@ -295,11 +316,49 @@ async fn load(path: &Location, kind: TableKind) -> Result<DeltaTable, TableError
     Ok(table)
 }
 
+/// Opens the table of `kind` at `path` for reading: `None` when there is
+/// none, or when a derived table (the periods) still has an older schema
+/// (the next writer replaces it; until then readers do without).
+pub async fn open_current(
+    path: &Location,
+    kind: TableKind,
+) -> Result<Option<DeltaTable>, TableError> {
+    if !exists(path).await? {
+        return Ok(None);
+    }
+    match load(path, kind).await {
+        Err(e @ TableError::Schema { .. }) if kind.derived() => {
+            tracing::warn!("{e}; it is computed again at the next `compact` (or by `serve`)");
+            Ok(None)
+        }
+        other => other.map(Some),
+    }
+}
+
 /// Opens the table of `kind` at `path`, creating an empty one when missing.
+/// A derived table of an older schema is replaced by an empty one (one
+/// commit that removes its files), since its rows can be computed again.
 pub async fn open_or_create(path: &Location, kind: TableKind) -> Result<DeltaTable, TableError> {
     if exists(path).await? {
-        return load(path, kind).await;
+        return match load(path, kind).await {
+            Err(e @ TableError::Schema { .. }) if kind.derived() => {
+                tracing::info!("{e}; replacing it with an empty one of the current schema");
+                create(path, kind, SaveMode::Overwrite).await
+            }
+            other => other,
+        };
     }
+    create(path, kind, SaveMode::ErrorIfExists).await
+}
+
+/// Creates the table of `kind` at `path`: `mode` `ErrorIfExists` for a new
+/// table, `Overwrite` to replace one (its files are removed in the same
+/// commit).
+async fn create(
+    path: &Location,
+    kind: TableKind,
+    mode: SaveMode,
+) -> Result<DeltaTable, TableError> {
     let url = table_url(path, true)?;
     // Built without loading: loading an empty location makes deltalake log
     // a misleading ERROR ("No files in log segment") before we create it.
@@ -317,7 +376,7 @@ pub async fn open_or_create(path: &Location, kind: TableKind) -> Result<DeltaTab
         .with_comment(kind.comment())
         .with_columns(schema.fields().cloned())
         .with_partition_columns([PARTITION_COLUMN])
-        .with_save_mode(SaveMode::ErrorIfExists)
+        .with_save_mode(mode)
         .await;
     match created {
         Ok(table) => Ok(table),
@@ -357,11 +416,29 @@ fn check_schema(path: &Location, kind: TableKind, table: &DeltaTable) -> Result<
 pub struct TableWriter {
     path: Location,
     table: DeltaTable,
-    writer: RecordBatchWriter,
-    window_rows: usize,
-    /// Rows after which the open files are sealed.
+    /// The open file of each day written to since its last seal.
+    open: HashMap<String, OpenFile>,
+    /// Rows after which a day's file is sealed.
     file_rows: usize,
+    /// Rows the open files but the latest may hold in unfinished row groups.
+    open_rows_budget: usize,
+    /// Writes so far: when each open file was last written to.
+    writes: u64,
     adds: Vec<Action>,
+}
+
+/// One day's file being written.
+struct OpenFile {
+    writer: RecordBatchWriter,
+    rows: usize,
+    last_write: u64,
+}
+
+impl OpenFile {
+    /// Rows in the row group not yet written out.
+    fn unfinished_rows(&self) -> usize {
+        self.rows % ROW_GROUP_ROWS
+    }
 }
 
 fn batch_writer(path: &Location, table: &DeltaTable) -> Result<RecordBatchWriter, TableError> {
@@ -374,23 +451,55 @@ fn batch_writer(path: &Location, table: &DeltaTable) -> Result<RecordBatchWriter
         .with_writer_properties(props))
 }
 
+/// `batch` cut by the value of its partition column, in the order the
+/// values first appear; one piece, the batch itself, when it holds one day.
+fn by_day(batch: RecordBatch) -> Result<Vec<(String, RecordBatch)>, arrow::error::ArrowError> {
+    use arrow::array::{Array, AsArray, BooleanArray};
+    let Ok(i) = batch.schema().index_of(PARTITION_COLUMN) else {
+        return Ok(vec![(String::new(), batch)]);
+    };
+    let column = arrow::compute::cast(batch.column(i), &arrow::datatypes::DataType::Utf8)?;
+    let days = column.as_string::<i32>();
+    let day = |r: usize| (!days.is_null(r)).then(|| days.value(r));
+    let first = day(0);
+    if (1..days.len()).all(|r| day(r) == first) {
+        return Ok(vec![(first.unwrap_or_default().to_owned(), batch)]);
+    }
+    let mut seen: Vec<Option<&str>> = Vec::new();
+    for r in 0..days.len() {
+        if !seen.contains(&day(r)) {
+            seen.push(day(r));
+        }
+    }
+    seen.into_iter()
+        .map(|d| {
+            let mask: BooleanArray = (0..days.len()).map(|r| Some(day(r) == d)).collect();
+            let piece = arrow::compute::filter_record_batch(&batch, &mask)?;
+            Ok((d.unwrap_or_default().to_owned(), piece))
+        })
+        .collect()
+}
+
 impl TableWriter {
     pub fn new(path: &Location, table: DeltaTable) -> Result<Self, TableError> {
-        let writer = batch_writer(path, &table)?;
+        // Checks now that the table can be written to, rather than at the
+        // first row.
+        batch_writer(path, &table)?;
         Ok(Self {
             path: path.clone(),
             table,
-            writer,
-            window_rows: 0,
-            file_rows: MAX_WINDOW_ROWS,
+            open: HashMap::new(),
+            file_rows: MAX_FILE_ROWS,
+            open_rows_budget: OPEN_ROWS_BUDGET,
+            writes: 0,
             adds: Vec::new(),
         })
     }
 
-    /// Seals files at about `rows` rows (at most [`MAX_WINDOW_ROWS`]):
+    /// Seals a day's file at about `rows` rows (at most [`MAX_FILE_ROWS`]):
     /// compaction uses it to cut files at a target size.
     pub fn with_file_rows(mut self, rows: usize) -> Self {
-        self.file_rows = rows.clamp(1, MAX_WINDOW_ROWS);
+        self.file_rows = rows.clamp(1, MAX_FILE_ROWS);
         self
     }
 
@@ -404,7 +513,7 @@ impl TableWriter {
     /// the next commit is checked for conflicts against exactly that.
     pub async fn rebase(&mut self, table: DeltaTable) -> Result<(), TableError> {
         self.abort().await?;
-        self.writer = batch_writer(&self.path, &table)?;
+        batch_writer(&self.path, &table)?;
         self.table = table;
         Ok(())
     }
@@ -413,13 +522,10 @@ impl TableWriter {
     /// rows still buffered. Nothing references those files, so a crash
     /// before this runs leaves only unreferenced files for `vacuum`.
     pub async fn abort(&mut self) -> Result<(), TableError> {
-        let mut adds = std::mem::take(&mut self.adds);
-        // Flushing writes the buffered rows out so that they can be deleted
-        // with the rest; a fresh writer would leak nothing either, but this
-        // keeps one path for both.
-        let buffered = self.writer.flush().await.map_err(delta(&self.path))?;
-        adds.extend(buffered.into_iter().map(Action::Add));
-        self.window_rows = 0;
+        // Sealing writes the buffered rows out so that they can be deleted
+        // with the rest: one path for both.
+        self.seal_all().await?;
+        let adds = std::mem::take(&mut self.adds);
         let store = self.table.log_store().object_store(None);
         for action in adds {
             if let Action::Add(add) = action {
@@ -437,22 +543,71 @@ impl TableWriter {
     }
 
     pub async fn write(&mut self, batch: RecordBatch) -> Result<(), TableError> {
-        let n = batch.num_rows();
-        if n == 0 {
+        if batch.num_rows() == 0 {
             return Ok(());
         }
-        self.writer.write(batch).await.map_err(delta(&self.path))?;
-        self.window_rows += n;
-        if self.window_rows >= self.file_rows {
-            self.seal().await?;
+        let pieces = by_day(batch).map_err(|e| delta(&self.path)(DeltaTableError::from(e)))?;
+        for (day, piece) in pieces {
+            self.writes += 1;
+            let file = match self.open.entry(day.clone()) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => v.insert(OpenFile {
+                    writer: batch_writer(&self.path, &self.table)?,
+                    rows: 0,
+                    last_write: 0,
+                }),
+            };
+            let n = piece.num_rows();
+            file.writer.write(piece).await.map_err(delta(&self.path))?;
+            file.rows += n;
+            file.last_write = self.writes;
+            if file.rows >= self.file_rows {
+                self.seal(&day).await?;
+            }
+        }
+        self.seal_beyond_budget().await
+    }
+
+    /// Seals the files of the days written to least recently (never the
+    /// latest, which is sealed at `file_rows`) while more than
+    /// [`MAX_OPEN_FILES`] are open or the others hold more than the budget
+    /// of rows in unfinished row groups.
+    async fn seal_beyond_budget(&mut self) -> Result<(), TableError> {
+        loop {
+            let mut by_age: Vec<(u64, usize, &String)> = self
+                .open
+                .iter()
+                .map(|(d, f)| (f.last_write, f.unfinished_rows(), d))
+                .collect();
+            by_age.sort_unstable();
+            by_age.pop();
+            let others: usize = by_age.iter().map(|(_, rows, _)| rows).sum();
+            let over = by_age.len() >= MAX_OPEN_FILES || others > self.open_rows_budget;
+            let Some(day) = by_age
+                .first()
+                .filter(|_| over)
+                .map(|(_, _, d)| (*d).clone())
+            else {
+                return Ok(());
+            };
+            self.seal(&day).await?;
+        }
+    }
+
+    /// Finishes the open file of `day`; its next rows start another.
+    async fn seal(&mut self, day: &str) -> Result<(), TableError> {
+        if let Some(mut file) = self.open.remove(day) {
+            let adds = file.writer.flush().await.map_err(delta(&self.path))?;
+            self.adds.extend(adds.into_iter().map(Action::Add));
         }
         Ok(())
     }
 
-    async fn seal(&mut self) -> Result<(), TableError> {
-        let adds = self.writer.flush().await.map_err(delta(&self.path))?;
-        self.adds.extend(adds.into_iter().map(Action::Add));
-        self.window_rows = 0;
+    async fn seal_all(&mut self) -> Result<(), TableError> {
+        let days: Vec<String> = self.open.keys().cloned().collect();
+        for day in days {
+            self.seal(&day).await?;
+        }
         Ok(())
     }
 
@@ -488,7 +643,7 @@ impl TableWriter {
         operation: DeltaOperation,
         metadata: HashMap<String, Value>,
     ) -> Result<(Option<u64>, Vec<u64>), TableError> {
-        self.seal().await?;
+        self.seal_all().await?;
         let mut sizes = Vec::with_capacity(self.adds.len());
         for action in &mut self.adds {
             if let Action::Add(add) = action {
@@ -537,7 +692,7 @@ impl TableWriter {
         extra: Vec<Action>,
         allow_empty: bool,
     ) -> Result<Option<u64>, TableError> {
-        self.seal().await?;
+        self.seal_all().await?;
         if self.adds.is_empty() && extra.is_empty() && !allow_empty {
             return Ok(None);
         }
@@ -566,5 +721,73 @@ impl TableWriter {
             .await
             .map_err(delta(&path))?;
         Ok(Some(version))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{ArrayRef, Int32Array, Int64Array, StringArray};
+    use std::sync::Arc;
+
+    fn rejected(days: &[&str]) -> RecordBatch {
+        let text = |v: &str| Arc::new(StringArray::from(vec![v; days.len()])) as ArrayRef;
+        RecordBatch::try_new(
+            rejected_schema(),
+            vec![
+                Arc::new(StringArray::from(days.to_vec())),
+                text("library"),
+                text("nginx"),
+                Arc::new(Int32Array::from(vec![404; days.len()])),
+                text("non_2xx"),
+                Arc::new(Int64Array::from(vec![1; days.len()])),
+            ],
+        )
+        .expect("batch")
+    }
+
+    #[tokio::test]
+    async fn days_written_to_least_recently_are_sealed_past_the_budgets() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = Location::Local(dir.path().join("t"));
+        let table = open_or_create(&path, TableKind::Rejected)
+            .await
+            .expect("table");
+        let mut w = TableWriter::new(&path, table).expect("writer");
+        w.open_rows_budget = 50;
+        let day = |d: &str, n: usize| rejected(&vec![d; n]);
+        w.write(day("2026-11-01", 60)).await.expect("write");
+        // The 1st holds 60 rows beside the latest: sealed.
+        w.write(day("2026-11-02", 60)).await.expect("write");
+        w.write(day("2026-11-02", 30)).await.expect("write");
+        // One batch of two days is cut in two; beside the latest (the 1st),
+        // the 2nd and 3rd hold 100 rows: the 2nd, written to longest ago,
+        // is sealed.
+        let mixed = ["2026-11-03", "2026-11-01"].repeat(10);
+        w.write(rejected(&mixed)).await.expect("write");
+        // A 5th open file seals the one written to longest ago (the 3rd),
+        // whose next rows go to a file of their own.
+        for d in ["2026-11-04", "2026-11-05", "2026-11-06", "2026-11-03"] {
+            w.write(day(d, 1)).await.expect("write");
+        }
+        w.commit(HashMap::new(), Vec::new()).await.expect("commit");
+        let mut files: Vec<(String, u64)> = maintenance::data_files(&path, w.table())
+            .expect("files")
+            .into_iter()
+            .map(|f| (f.day, f.rows.unwrap_or(0)))
+            .collect();
+        files.sort();
+        let want = [
+            ("2026-11-01", 10),
+            ("2026-11-01", 60),
+            ("2026-11-02", 90),
+            ("2026-11-03", 1),
+            ("2026-11-03", 10),
+            ("2026-11-04", 1),
+            ("2026-11-05", 1),
+            ("2026-11-06", 1),
+        ];
+        let want: Vec<(String, u64)> = want.iter().map(|(d, n)| (d.to_string(), *n)).collect();
+        assert_eq!(files, want);
     }
 }

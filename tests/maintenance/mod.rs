@@ -377,7 +377,7 @@ fn assert_periods_equal_exports(table: &Path, periods: &[(&str, &str, &str)]) {
             ("repository", "repo-summary"),
             ("namespace", "namespace-summary"),
         ] {
-            let want = export_rows(table, &[flag, span, "--view", view]);
+            let want = export_rows(table, &[flag, span, "--view", view, "--no-periods"]);
             assert!(!want.is_empty(), "{span} has data");
             assert_eq!(
                 stored_rows(table, granularity, day, level),
@@ -385,6 +385,34 @@ fn assert_periods_equal_exports(table: &Path, periods: &[(&str, &str, &str)]) {
                 "{span} {level}"
             );
         }
+    }
+    let last = periods.last().expect("periods").2;
+    let flag = if periods.last().expect("periods").0 == "week" {
+        "--week"
+    } else {
+        "--month"
+    };
+    for view in ["summary", "repo-summary", "namespace-summary"] {
+        for format in ["csv", "json"] {
+            let args = [flag, last, "--view", view, "--format", format];
+            assert_reads_periods(table, &args, true);
+        }
+    }
+    // The weeks of 2026-08-24 .. 11-22: the stored ones read, the empty ones scanned.
+    for group in ["repository", "namespace"] {
+        let args = [
+            "--view",
+            "trend",
+            "--granularity",
+            "week",
+            "--group",
+            group,
+            "--last",
+            "3m",
+            "--until",
+            "2026-11-25",
+        ];
+        assert_reads_periods(table, &args, true);
     }
     let wrong_sets = sql_count(
         table,
@@ -409,6 +437,23 @@ fn assert_periods_equal_exports(table: &Path, periods: &[(&str, &str, &str)]) {
             "a namespace's unique IPs are its repositories' union: {r:?}"
         );
     }
+}
+
+/// `export ARGS` gives the bytes of `export ARGS --no-periods` (a scan of
+/// the pulls table), and reads the periods table if and only if `stored`.
+fn assert_reads_periods(table: &Path, args: &[&str], stored: bool) {
+    let traced = run(pullstats()
+        .env("RUST_LOG", "pullstats::query::export=debug")
+        .arg("export")
+        .arg("--table")
+        .arg(table)
+        .args(args));
+    assert!(traced.status.success(), "{traced:?}");
+    let log = String::from_utf8_lossy(&traced.stderr);
+    assert_eq!(log.contains("FROM periods"), stored, "{args:?}: {log}");
+    let scan = export(table, &[args, &["--no-periods"]].concat());
+    assert!(scan.lines().count() > 1, "{args:?} has rows");
+    assert_eq!(String::from_utf8_lossy(&traced.stdout), scan, "{args:?}");
 }
 
 #[test]
@@ -437,6 +482,24 @@ fn compact_keeps_the_periods_table_equal_to_a_scan_even_after_late_data() {
         ("week", "2026-11-16", "2026-W47"),
         ("month", "2026-11-01", "2026-11"),
     ];
+    // A periods table of an older schema (as an older pullstats wrote it):
+    // readers do without it, and the first compact replaces it.
+    let old = dir.path().join("pulls.periods/_delta_log");
+    std::fs::create_dir_all(&old).expect("old periods table");
+    let schema = r#"{\"type\":\"struct\",\"fields\":[{\"name\":\"action_day\",\"type\":\"string\",\"nullable\":false,\"metadata\":{}}]}"#;
+    std::fs::write(
+        old.join("00000000000000000000.json"),
+        format!(
+            "{{\"protocol\":{{\"minReaderVersion\":1,\"minWriterVersion\":2}}}}\n\
+             {{\"metaData\":{{\"id\":\"0b0b0b0b-0000-4000-8000-000000000000\",\
+             \"format\":{{\"provider\":\"parquet\",\"options\":{{}}}},\
+             \"schemaString\":\"{schema}\",\"partitionColumns\":[\"action_day\"],\
+             \"configuration\":{{}},\"createdTime\":1700000000000}}}}\n"
+        ),
+    )
+    .expect("old periods log");
+    assert!(sql_count(&table, "SELECT count(*) FROM pulls") > 0);
+    assert_reads_periods(&table, &["--month", "2026-11"], false);
     let out = compact(&table);
     assert!(
         out.contains("4 complete periods, 4 first days computed again"),
@@ -458,6 +521,10 @@ fn compact_keeps_the_periods_table_equal_to_a_scan_even_after_late_data() {
     )
     .expect("late event");
     ingest(&late, &table);
+    // Until the periods are computed again, exports of them scan.
+    assert_reads_periods(&table, &["--week", "2026-W45"], false);
+    assert_reads_periods(&table, &["--month", "2026-11"], false);
+    assert_reads_periods(&table, &["--week", "2026-W46"], true);
     let out = compact(&table);
     assert!(out.contains("periods from 2026-11-01 computed"), "{out}");
     assert!(out.contains("periods from 2026-11-02 computed"), "{out}");
