@@ -88,13 +88,9 @@ fn trend_sql_by_period(
         Granularity::Week => "week",
         Granularity::Month => "month",
     };
-    let keys = match group {
-        TrendGroup::Repository => "namespace, repository",
-        TrendGroup::Namespace => "namespace",
-    };
-    let level = match group {
-        TrendGroup::Repository => "repository",
-        TrendGroup::Namespace => "namespace",
+    let (keys, level) = match group {
+        TrendGroup::Repository => ("namespace, repository", "repository"),
+        TrendGroup::Namespace => ("namespace", "namespace"),
     };
     span.periods(granularity)
         .into_iter()

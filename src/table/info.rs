@@ -96,8 +96,9 @@ pub async fn info(
     })
 }
 
-/// The version of the newest checkpoint (`_delta_log/_last_checkpoint`).
-async fn last_checkpoint(store: &dyn ObjectStore) -> Option<u64> {
+/// The version of the newest checkpoint (`_delta_log/_last_checkpoint`);
+/// `None` when there is none or it cannot be read.
+pub(super) async fn last_checkpoint(store: &dyn ObjectStore) -> Option<u64> {
     let file = deltalake::Path::from("_delta_log/_last_checkpoint");
     let bytes = store.get(&file).await.ok()?.bytes().await.ok()?;
     serde_json::from_slice::<serde_json::Value>(&bytes)
