@@ -367,7 +367,13 @@ impl ExportRequest {
         } else {
             Default::default()
         };
-        let ctx = super::session_over(path, pulls, true).await?;
+        // Only the tables this export reads: each registered is a Delta
+        // log to load.
+        let ctx = super::session_over(path, pulls, false).await?;
+        if !complete.is_empty() {
+            let at = table::periods_path(path);
+            super::register_if_present(&ctx, &at, super::TableKind::Periods).await?;
+        }
         let stored = periods::current(&ctx, &complete, &day_rows).await?;
         let statements = statements(
             self.view,

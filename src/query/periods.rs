@@ -748,6 +748,9 @@ pub async fn update(
         progress(day);
         report.computed_days.push(day);
     }
+    if !report.computed_days.is_empty() {
+        maintenance::checkpoint(&table::periods_path(path), TableKind::Periods).await?;
+    }
     Ok(report)
 }
 

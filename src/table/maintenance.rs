@@ -328,12 +328,18 @@ pub async fn compact(
             reports.push(report);
         }
     }
-    // Compaction commits once per day, and an ingest of a long history is
-    // one commit of a file per day (with statistics): without a checkpoint
-    // of the latest version, every later open replays those JSON commits
-    // (measured: 40-50 ms more per open at a year of days than reading a
-    // checkpoint; Performance, "cost vs history"). The table is fine either
-    // way, so a failure only warns.
+    checkpoint(path, kind).await?;
+    Ok(reports)
+}
+
+/// Writes a checkpoint of the latest version of the table of `kind` at
+/// `path` unless it has one. Compaction commits once per day, the periods
+/// table once per first day, and an ingest of a long history is one commit
+/// of a file per day with statistics: without a checkpoint every later open
+/// replays those JSON commits (measured: tens of ms per open at a year of
+/// days; Performance, "cost vs history"). The table is fine either way, so
+/// a failed checkpoint only warns.
+pub async fn checkpoint(path: &Location, kind: TableKind) -> Result<(), TableError> {
     let table = super::open(path, kind).await?;
     let store = super::object_store(path)?;
     let checkpointed = super::info::last_checkpoint(&*store).await.unwrap_or(0);
@@ -342,7 +348,7 @@ pub async fn compact(
             tracing::warn!("{}: the checkpoint failed: {e}", path);
         }
     }
-    Ok(reports)
+    Ok(())
 }
 
 /// One day, re-planned from a fresh snapshot on every attempt; `None` when
