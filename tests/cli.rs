@@ -417,6 +417,34 @@ fn datafusion_settings_come_from_the_environment() {
         .expect("read")
         .starts_with("namespace,repository,reference,"));
     assert_eq!(names(), ["summary.csv"]);
+    // A destination that is not a regular file (a FIFO here; /dev/null
+    // alike) is written to as it is, never replaced by a renamed file.
+    let fifo = out_dir.join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read_to_string(fifo).expect("read the FIFO"))
+    };
+    assert!(run(pullstats()
+        .args(["export", "--month", "2026-11", "--output"])
+        .arg(&fifo)
+        .arg("--table")
+        .arg(&table))
+    .status
+    .success());
+    use std::os::unix::fs::FileTypeExt as _;
+    let kind = std::fs::symlink_metadata(&fifo).expect("stat").file_type();
+    assert!(kind.is_fifo(), "the FIFO is still one: {kind:?}");
+    let through = reader.join().expect("reader");
+    assert!(
+        through.starts_with("namespace,repository,reference,"),
+        "{through}"
+    );
+    std::fs::remove_file(&fifo).expect("rm fifo");
     let (capped, uncapped) = (summary("64MiB"), summary("1GiB"));
     assert!(capped.status.success() && !capped.stdout.is_empty());
     assert_eq!(capped.stdout, uncapped.stdout);

@@ -43,13 +43,22 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
 
     // A file export is written beside its destination and renamed into
     // place once complete: a failed export leaves no partial file behind
-    // and does not clobber an earlier one.
-    let partial = path.map(Partial::beside);
-    let sink: Box<dyn Write + Send> = match &partial {
-        Some(t) => Box::new(
+    // and does not clobber an earlier one. A destination that exists and is
+    // not a regular file (/dev/null, a FIFO) is written to as it is: a
+    // rename would replace the device with a file.
+    let special = path.is_some_and(|p| std::fs::metadata(p).is_ok_and(|m| !m.is_file()));
+    let partial = path.filter(|_| !special).map(Partial::beside);
+    let sink: Box<dyn Write + Send> = match (&partial, path) {
+        (Some(t), _) => Box::new(
             File::create(&t.0).with_context(|| format!("cannot create {}", t.0.display()))?,
         ),
-        None => Box::new(io::stdout()),
+        (None, Some(p)) => Box::new(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(p)
+                .with_context(|| format!("cannot open {}", p.display()))?,
+        ),
+        (None, None) => Box::new(io::stdout()),
     };
     let mut out: Box<dyn Write + Send> = if args.gzip {
         Box::new(flate2::write::GzEncoder::new(
@@ -78,8 +87,10 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
     out.flush().context("cannot write the export")?;
     drop(out);
     bar.finish_and_clear();
-    if let (Some(t), Some(p)) = (partial, path) {
-        t.finish(p)?;
+    if let Some(p) = path {
+        if let Some(t) = partial {
+            t.finish(p)?;
+        }
         eprintln!(
             "{rows} rows ({:?}, {} to {}) written to {}",
             args.view,
