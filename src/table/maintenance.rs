@@ -337,8 +337,8 @@ pub async fn compact(
 /// table once per first day, and an ingest of a long history is one commit
 /// of a file per day with statistics: without a checkpoint every later open
 /// replays those JSON commits (measured: tens of ms per open at a year of
-/// days; Performance, "cost vs history"). The table is fine either way, so
-/// a failed checkpoint only warns.
+/// days; README, Performance, "Second round"). The table is fine either
+/// way, so a failed checkpoint only warns.
 pub async fn checkpoint(path: &Location, kind: TableKind) -> Result<(), TableError> {
     let table = super::open(path, kind).await?;
     let store = super::object_store(path)?;
