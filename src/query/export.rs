@@ -337,8 +337,7 @@ impl ExportRequest {
     /// (see [`statements`]).
     fn complete_periods(&self) -> Vec<Period> {
         match self.view {
-            _ if !self.periods => Vec::new(),
-            View::Raw => Vec::new(),
+            _ if !self.periods || self.view == View::Raw => Vec::new(),
             View::Trend => self
                 .span
                 .periods(self.trend.0)

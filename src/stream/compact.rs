@@ -11,9 +11,9 @@ use crate::table::maintenance::{self, CompactOptions, CompactReport, DaySelectio
 /// Every `interval`, compacts the closed days that no file reached for
 /// `interval` (the pulls table and those beside it), then brings the
 /// periods table up to date (`query::periods`). Compaction commits change
-/// no data, so they never conflict with the epochs' appends. Runs until aborted; a
-/// compaction cut short commits nothing (its files are orphans that
-/// `pullstats vacuum` deletes).
+/// no data, so they never conflict with the epochs' appends. Runs until
+/// aborted; a compaction cut short commits nothing (its files are orphans
+/// that `pullstats vacuum` deletes).
 pub async fn auto_compact(
     table: crate::table::Location,
     interval: Duration,
