@@ -158,8 +158,18 @@ pub struct ServeArgs {
     /// in the same store.
     #[arg(long, env = "PULLSTATS_DEAD_LETTER", conflicts_with = "brokers")]
     pub dead_letter: Option<PathBuf>,
-    /// Direct mode: commit at least this often (sooner when envelopes wait
-    /// and nothing more is queued: group commit).
+    /// Direct mode: answer an envelope once it is synced into a write-ahead
+    /// log in this local directory, and commit to the table behind it.
+    /// Default for a local table: `<table>/_pullstats/wal`; a table in an
+    /// object store has none unless given one.
+    #[arg(long, env = "PULLSTATS_WAL", conflicts_with = "brokers")]
+    pub wal: Option<PathBuf>,
+    /// Direct mode: no write-ahead log; answer an envelope only once the
+    /// table's commit covers it (a commit's latency per envelope).
+    #[arg(long, env = "PULLSTATS_NO_WAL", conflicts_with_all = ["wal", "brokers"])]
+    pub no_wal: bool,
+    /// Direct mode: commit at least this often (with --no-wal, sooner when
+    /// envelopes wait and nothing more is queued: group commit).
     #[arg(long, env = "PULLSTATS_FLUSH_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub flush_interval: Duration,
     /// Direct mode: close the open sessions once no notification came for this long.

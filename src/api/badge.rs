@@ -42,7 +42,7 @@ pub fn metric(n: u64) -> String {
         }
         if n < 10 * limit {
             let tenths = (n * 10 + limit / 2) / limit;
-            if tenths % 10 != 0 {
+            if !tenths.is_multiple_of(10) {
                 return format!("{}.{}{prefix}", tenths / 10, tenths % 10);
             }
         }

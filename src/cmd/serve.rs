@@ -3,7 +3,7 @@
 //! server; the receiver itself is [`crate::serve`].
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,8 +21,9 @@ use crate::pipeline::kafka::{self, KafkaDeadLetters};
 use crate::serve::forward::Forwarder;
 use crate::serve::tokens::Tokens;
 use crate::serve::{self, App, Mode, SharedDeadLetters};
-use crate::stream::queue;
+use crate::stream::queue::{self, Durable};
 use crate::stream::reload::{self, Reloader};
+use crate::stream::wal::{self, Wal};
 use crate::stream::{self, EngineParts, Signals, StreamConfig, TableResumer, Tables};
 use crate::table::dead_letters::StoreDeadLetters;
 use crate::table::sessions::SessionStore;
@@ -37,6 +38,8 @@ const TOKENS_CHECK: Duration = Duration::from_secs(2);
 const QUEUE_CAPACITY: usize = 4096;
 /// Where the API keeps generated exports, inside the table directory.
 const EXPORTS_DIR: &str = "_pullstats/exports";
+/// Direct mode's write-ahead log, inside a local table's directory.
+const WAL_DIR: &str = "_pullstats/wal";
 
 /// Where the API cuts export parts: inside a local table; in the system's
 /// temporary directory for a table in an object store (the parts are a
@@ -222,7 +225,21 @@ async fn direct_app(
         args.table.clone(),
         DIRECT_STREAM.to_owned(),
     );
-    let (source, queue) = queue::queue(DIRECT_STREAM, resumer.clone(), QUEUE_CAPACITY);
+    let (durable, wal) = open_wal(args, &resumer).await?;
+    let (source, queue) = queue::queue(DIRECT_STREAM, resumer.clone(), QUEUE_CAPACITY, durable);
+    let wal = match wal {
+        Some((wal, committed)) => Some(
+            wal::spawn(
+                wal,
+                queue.clone(),
+                committed,
+                signals.stop.clone(),
+                (QUEUE_CAPACITY, wal::MAX_AHEAD),
+            )
+            .context("cannot start the write-ahead log's thread")?,
+        ),
+        None => None,
+    };
     let metrics = Arc::new(Metrics::default());
     let reloader = Reloader::new(args.enrich.sources(), fingerprint, metrics.clone());
     // (Dropping the reload task's handle detaches it: it lives as long as
@@ -275,6 +292,7 @@ async fn direct_app(
         tokens,
         Mode::Direct {
             queue,
+            wal,
             running,
             table: args.table.clone(),
         },
@@ -285,4 +303,60 @@ async fn direct_app(
         draining.clone(),
     );
     Ok((app, engine))
+}
+
+/// The write-ahead log direct mode answers from (`--wal`, or the local
+/// table's own), opened at the table's offset, with what the table lacks
+/// for the queue; `None` with `--no-wal` or for a table in an object store
+/// without `--wal`.
+async fn open_wal(
+    args: &ServeArgs,
+    resumer: &TableResumer,
+) -> anyhow::Result<(Option<Durable>, Option<(Wal, Arc<AtomicI64>)>)> {
+    let own = args.table.local_path().map(|t| t.join(WAL_DIR));
+    let dir = match (&args.wal, args.no_wal) {
+        (Some(dir), _) => dir.clone(),
+        (None, false) if own.is_some() => own.clone().unwrap_or_default(),
+        (None, true) if own.as_ref().is_some_and(|d| d.exists()) => {
+            // A log left by an earlier run must be committed first.
+            let dir = own.unwrap_or_default();
+            let (_, pending) = read_and_open(resumer, &dir).await?;
+            if !pending.messages.is_empty() {
+                bail!(
+                    "--no-wal: the write-ahead log {} holds {} messages the table does not; \
+                     start once without --no-wal to commit them",
+                    dir.display(),
+                    pending.messages.len()
+                );
+            }
+            return Ok((None, None));
+        }
+        (None, _) => {
+            tracing::info!("no write-ahead log: envelopes are answered once committed");
+            return Ok((None, None));
+        }
+    };
+    let (wal, pending) = read_and_open(resumer, &dir).await?;
+    let committed = Arc::new(AtomicI64::new(pending.first));
+    tracing::info!(dir = %dir.display(), "envelopes are answered once synced into the write-ahead log");
+    let durable = Durable {
+        pending,
+        committed: committed.clone(),
+    };
+    Ok((Some(durable), Some((wal, committed))))
+}
+
+/// Reads the table's offset of the direct stream and opens the log at it.
+async fn read_and_open(
+    resumer: &TableResumer,
+    dir: &std::path::Path,
+) -> anyhow::Result<(Wal, wal::Pending)> {
+    let (resumer, dir) = (resumer.clone(), dir.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let set = resumer.read(&[0])?;
+        let next = set.parts.first().and_then(|p| p.offset).unwrap_or(0);
+        Ok(Wal::open(&dir, next)?)
+    })
+    .await
+    .context("the write-ahead log's opening panicked")?
 }

@@ -143,7 +143,7 @@ impl Catalog {
                 REPO_WORDS[(offset + repo) % REPO_WORDS.len()].to_owned(),
             )
         };
-        let owner = (mix_all(&[self.seed, ns as u64, 3]) % 3 != 0)
+        let owner = (!mix_all(&[self.seed, ns as u64, 3]).is_multiple_of(3))
             .then(|| format!("{} Org", capitalised(&namespace)));
         let id = [self.seed, ns as u64, repo as u64, tag as u64];
         let repo_hash = mix_all(&[self.seed, ns as u64, repo as u64, 4]);

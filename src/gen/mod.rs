@@ -244,7 +244,7 @@ impl Generator {
     /// A popular-weighted client that has not touched this repository within
     /// [`SEPARATION_MICROS`].
     fn pick_client(&mut self, image: &Image, clock: Micros) -> Client {
-        if self.busy.len() > 4096 && self.scheduled % 1024 == 0 {
+        if self.busy.len() > 4096 && self.scheduled.is_multiple_of(1024) {
             self.busy.retain(|_, t| *t + SEPARATION_MICROS > clock);
         }
         let repo_key = mix_all(&[str_hash(&image.namespace), str_hash(&image.repository)]);

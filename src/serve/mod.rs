@@ -7,7 +7,8 @@
 //!                                                      │ over: dead letter, 202      │ not an envelope: dead letter, 202
 //!                                                      ▼                             ▼
 //!        forward: one Kafka message per manifest event, keyed by IP ── confirmed ──▶ 200
-//!        direct:  stream::queue ─▶ engine (sessionize, enrich, epochs) ── commit ──▶ 200
+//!        direct:  stream::wal ── synced ──▶ 200, then stream::queue ─▶ engine (sessionize, enrich, epochs, commits)
+//!                 (--no-wal: stream::queue ─▶ engine ── commit ──▶ 200)
 //!        brokers / engine unavailable or too slow ─────────────────────────────────▶ 503 (retried)
 //! ```
 //!
@@ -20,6 +21,7 @@ mod metrics;
 pub mod receive;
 pub mod tokens;
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -41,6 +43,7 @@ use self::tokens::{Refusal, Role, Tokens};
 use crate::pipeline::dead_letter::{DeadLetter, DeadLetterError, DeadLetterSink, Position};
 use crate::pipeline::decode::Decoder;
 use crate::stream::queue::{QueueHandle, SubmitError};
+use crate::stream::wal::WalHandle;
 
 /// Seconds a 503 asks the client to wait (a registry uses its own backoff).
 const RETRY_AFTER_S: &str = "5";
@@ -52,6 +55,8 @@ pub enum Mode {
     Forward(Arc<Forwarder>),
     Direct {
         queue: QueueHandle,
+        /// Answers once synced into the write-ahead log, when there is one.
+        wal: Option<WalHandle>,
         /// False once the engine stopped (readiness).
         running: Arc<AtomicBool>,
         table: crate::table::Location,
@@ -336,10 +341,7 @@ async fn notifications(State(app): State<Arc<App>>, headers: HeaderMap, body: Bo
                 .into_response()
         }
     };
-    let sorted = match receive::sort(
-        &bytes,
-        &mut Decoder::new(app.max_body_bytes).with_clock_bound(app.max_future),
-    ) {
+    let sorted = match sort(&app, &bytes) {
         Ok(s) => s,
         Err(reason) => {
             let bad = vec![Bad {
@@ -350,6 +352,29 @@ async fn notifications(State(app): State<Arc<App>>, headers: HeaderMap, body: Bo
         }
     };
     deliver(&app, request, sorted).await
+}
+
+thread_local! {
+    /// Each worker thread's decoder (with the settings it was made for): its
+    /// interned names and clients outlive a request.
+    static DECODER: RefCell<Option<(DecoderSettings, Decoder)>> = const { RefCell::new(None) };
+}
+
+type DecoderSettings = (usize, Option<crate::event::Micros>);
+
+/// [`receive::sort`] with this thread's decoder.
+fn sort(app: &App, body: &[u8]) -> Result<Sorted, String> {
+    let settings = (app.max_body_bytes, app.max_future);
+    DECODER.with_borrow_mut(|slot| {
+        let decoder = match slot {
+            Some((made_for, decoder)) if *made_for == settings => decoder,
+            _ => {
+                let decoder = Decoder::new(settings.0).with_clock_bound(settings.1);
+                &mut slot.insert((settings, decoder)).1
+            }
+        };
+        receive::sort(body, decoder)
+    })
 }
 
 /// Dead-letters a whole body and answers 202 (or 503 when the letter
@@ -404,9 +429,12 @@ async fn deliver(app: &Arc<App>, request: u64, sorted: Sorted) -> Response {
     if !kept.is_empty() {
         let handed_on = match &app.mode {
             Mode::Forward(f) => f.send(&kept).await,
-            Mode::Direct { queue, .. } => {
-                let messages = kept.into_iter().map(|k| k.message).collect();
-                wait_for_commit(queue, messages, app.wait).await
+            Mode::Direct { queue, wal, .. } => {
+                let messages = vec![receive::envelope(&kept)];
+                match wal {
+                    Some(wal) => wait_for_sync(wal, messages, app.wait).await,
+                    None => wait_for_commit(queue, messages, app.wait).await,
+                }
             }
         };
         if let Err(why) = handed_on {
@@ -426,6 +454,22 @@ async fn deliver(app: &Arc<App>, request: u64, sorted: Sorted) -> Response {
             format!("{n_bad} event(s) did not decode and were dead-lettered\n"),
         )
             .into_response()
+    }
+}
+
+async fn wait_for_sync(
+    wal: &WalHandle,
+    messages: Vec<Vec<u8>>,
+    wait: Duration,
+) -> Result<(), String> {
+    let synced = wal.submit(messages).map_err(|e| match e {
+        SubmitError::Full => "too many envelopes wait for the write-ahead log".to_owned(),
+        SubmitError::Stopped => "the write-ahead log has stopped".to_owned(),
+    })?;
+    match tokio::time::timeout(wait, synced).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(_)) => Err("the write-ahead log stopped before the sync".into()),
+        Err(_) => Err(format!("no sync within {wait:?}")),
     }
 }
 

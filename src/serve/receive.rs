@@ -45,11 +45,37 @@ struct Envelope<'a> {
     events: Vec<&'a RawValue>,
 }
 
+const OPEN: &[u8] = b"{\"events\":[";
+const CLOSE: &[u8] = b"]}";
+
 fn one_event(raw: &RawValue) -> Vec<u8> {
-    let mut m = Vec::with_capacity(raw.get().len() + 12);
-    m.extend_from_slice(b"{\"events\":[");
+    let mut m = Vec::with_capacity(raw.get().len() + OPEN.len() + CLOSE.len());
+    m.extend_from_slice(OPEN);
     m.extend_from_slice(raw.get().as_bytes());
-    m.extend_from_slice(b"]}");
+    m.extend_from_slice(CLOSE);
+    m
+}
+
+impl Kept {
+    /// The event as received.
+    fn event(&self) -> &[u8] {
+        &self.message[OPEN.len()..self.message.len() - CLOSE.len()]
+    }
+}
+
+/// One envelope of every kept event (direct mode's message: the engine
+/// takes an envelope's events in order, as the daemon does).
+pub fn envelope(kept: &[Kept]) -> Vec<u8> {
+    let len = kept.iter().map(|k| k.event().len() + 1).sum::<usize>();
+    let mut m = Vec::with_capacity(len + OPEN.len() + CLOSE.len());
+    m.extend_from_slice(OPEN);
+    for (i, k) in kept.iter().enumerate() {
+        if i > 0 {
+            m.push(b',');
+        }
+        m.extend_from_slice(k.event());
+    }
+    m.extend_from_slice(CLOSE);
     m
 }
 
@@ -127,6 +153,7 @@ mod tests {
         let sorted = sort(body.as_bytes(), &mut Decoder::new(1 << 20)).expect("envelope");
         assert_eq!(sorted.kept.len(), 1);
         assert_eq!(sorted.kept[0].key, "2001:db8::1");
+        assert_eq!(envelope(&sorted.kept), sorted.kept[0].message);
         let back: serde_json::Value =
             serde_json::from_slice(&sorted.kept[0].message).expect("json");
         assert_eq!(back["events"][0]["id"], "e1");
@@ -138,6 +165,25 @@ mod tests {
             "{:?}",
             sorted.bad
         );
+    }
+
+    #[test]
+    fn kept_events_make_one_envelope_in_order() {
+        let manifest = "application/vnd.oci.image.manifest.v1+json";
+        let (a, b) = (
+            event(manifest, "pull", "10.0.0.1:1"),
+            event(manifest, "pull", "10.0.0.2:1"),
+        );
+        let blob = event("application/octet-stream", "pull", "10.0.0.3:1");
+        let body = format!(r#"{{"events":[{a},{blob},{b}]}}"#);
+        let sorted = sort(body.as_bytes(), &mut Decoder::new(1 << 20)).expect("envelope");
+        let one = envelope(&sorted.kept);
+        assert_eq!(one, format!(r#"{{"events":[{a},{b}]}}"#).into_bytes());
+        let mut events = Vec::new();
+        Decoder::new(1 << 20)
+            .decode(&one, &mut events)
+            .expect("decodes");
+        assert_eq!(events.len(), 2);
     }
 
     #[test]

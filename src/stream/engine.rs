@@ -159,7 +159,7 @@ impl<S: Source> Engine<S> {
                     self.update_lag();
                 }
             }
-            if self.epoch_due() || self.source.commit_now() {
+            if self.epoch_due() || self.source.commit_now() || self.drained() {
                 self.commit_epoch()?;
             }
         }
@@ -378,6 +378,18 @@ impl<S: Source> Engine<S> {
         self.epoch_started.elapsed() >= self.config.flush_interval
             || actions >= self.config.flush_rows
             || self.epoch_bytes >= self.config.flush_bytes
+    }
+
+    /// A backlog was read to its end: every lane is at its end and the epoch
+    /// holds a quarter of its bounds (rows or bytes). Committing it now lands
+    /// it without waiting out the interval; a stream that keeps up with its
+    /// input, at its end after every fetch, still commits by the bounds
+    /// unless it brings a quarter of them within one interval.
+    fn drained(&self) -> bool {
+        let actions = self.pipeline.actions() - self.epoch_actions_base;
+        let filled = actions >= self.config.flush_rows / 4
+            || self.epoch_bytes >= self.config.flush_bytes / 4;
+        filled && !self.held.is_empty() && self.held.keys().all(|&l| self.source.at_end(l))
     }
 
     pub fn reset_epoch(&mut self) {

@@ -2,11 +2,12 @@
 //! table says ([`GroupContext`] with a [`TableResumer`]), plus the
 //! work-arounds a real broker needs (see README, "tansu quirks").
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
@@ -26,6 +27,8 @@ pub struct KafkaSource {
     start: Offset,
     consumer: BaseConsumer<GroupContext<TableResumer>>,
     pending: VecDeque<SourceEvent>,
+    /// Partitions read to their end, with nothing fetched since.
+    at_end: BTreeSet<Lane>,
 }
 
 /// librdkafka consumer settings the daemon picks (each can be changed with
@@ -40,7 +43,12 @@ pub fn consumer_defaults(args: &KafkaArgs) -> Vec<(&'static str, String)> {
         ("reconnect.backoff.max.ms", "5000".into()),
     ]
     .into_iter()
-    .chain(kafka::fetch_defaults())
+    // A partition read to its end says so (an epoch that drained a
+    // backlog then commits without waiting for the interval).
+    .chain(kafka::fetch_defaults().map(|(k, v)| match k {
+        "enable.partition.eof" => (k, "true".into()),
+        _ => (k, v),
+    }))
     .collect()
 }
 
@@ -65,6 +73,7 @@ impl KafkaSource {
             start,
             consumer,
             pending: VecDeque::new(),
+            at_end: BTreeSet::new(),
         })
     }
 
@@ -129,6 +138,7 @@ impl Source for KafkaSource {
             self.take_group_events()?;
         }
         if let Some(event) = self.pending.pop_front() {
+            self.at_end.clear();
             return Ok(Some(event));
         }
         let Some(result) = self.consumer.poll(timeout) else {
@@ -136,12 +146,17 @@ impl Source for KafkaSource {
         };
         let message = match result {
             Ok(m) => m,
+            Err(KafkaError::PartitionEOF(lane)) => {
+                self.at_end.insert(lane);
+                return Ok(None);
+            }
             Err(e) => {
                 self.consumer.context().connectivity().failed(&e, "fetch");
                 return Ok(None);
             }
         };
         self.consumer.context().connectivity().ok();
+        self.at_end.remove(&message.partition());
         Ok(Some(SourceEvent::Message {
             lane: message.partition(),
             offset: message.offset(),
@@ -183,6 +198,7 @@ impl Source for KafkaSource {
         };
         let mut tpl = TopicPartitionList::new();
         for &(lane, offset) in positions {
+            self.at_end.remove(&lane);
             let at = offset.map_or(self.start, Offset::Offset);
             tpl.add_partition_offset(&self.topic, lane, at)
                 .map_err(|e| broker("positioning a partition", e))?;
@@ -199,6 +215,10 @@ impl Source for KafkaSource {
         self.consumer
             .fetch_watermarks(&self.topic, lane, BROKER_CALL_TIMEOUT)
             .ok()
+    }
+
+    fn at_end(&self, lane: Lane) -> bool {
+        self.at_end.contains(&lane)
     }
 
     fn is_down(&self) -> bool {

@@ -33,6 +33,7 @@ pub mod queue;
 pub mod reload;
 mod resume;
 pub mod source;
+pub mod wal;
 mod writer;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -114,6 +115,11 @@ pub enum StreamError {
     },
     #[error("the table writer stopped")]
     WriterStopped,
+    #[error(
+        "the write-ahead log was opened at the table's offset {wal} but the table is now at \
+         {table}: another process writes the direct stream of this table"
+    )]
+    WalMoved { wal: i64, table: i64 },
     #[error("the final commit failed; the uncommitted work will be redone on restart")]
     FinalCommit,
     #[error("stopped before the brokers answered")]

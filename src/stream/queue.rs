@@ -3,18 +3,23 @@
 //! that covers them. One lane (0), numbered on from the table's offset.
 //!
 //! Messages stay in memory until a commit covers them, so a rewind (a failed
-//! commit) is redone from here. After a crash nothing is kept: the sender
-//! was never answered 2xx for an uncommitted message, so it sends it again
-//! (a registry retries until it gets one), and what the table already holds
-//! is recognised by its event ids.
-//!
-//! Group commit: the engine asks [`Source::commit_now`] between messages;
-//! it is true once every queued message was handed out and someone waits,
-//! so a commit takes in every envelope that arrived while the last one ran.
+//! commit) is redone from here. Two ways to answer the sender:
+//! - after the commit ([`QueueHandle::submit`]): after a crash nothing is
+//!   kept; the sender was never answered 2xx for an uncommitted message, so
+//!   it sends it again (a registry retries until it gets one), and what the
+//!   table already holds is recognised by its event ids. Group commit: the
+//!   engine asks [`Source::commit_now`] between messages; it is true once
+//!   every queued message was handed out and someone waits, so a commit
+//!   takes in every envelope that arrived while the last one ran.
+//! - after the write-ahead log's sync ([`super::wal`], which then calls
+//!   [`QueueHandle::push`]): the log gives back what the table lacks at the
+//!   next start ([`Durable`]), under the same offsets, and commits follow
+//!   the epoch bounds (`--flush-interval`).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -27,7 +32,7 @@ const LANE: Lane = 0;
 /// One sender's messages and who to tell once they are committed.
 struct Submission {
     messages: Vec<Vec<u8>>,
-    done: oneshot::Sender<()>,
+    done: Option<oneshot::Sender<()>>,
 }
 
 /// Why a submission was not taken.
@@ -51,13 +56,34 @@ impl QueueHandle {
     pub fn submit(&self, messages: Vec<Vec<u8>>) -> Result<oneshot::Receiver<()>, SubmitError> {
         let (done, rx) = oneshot::channel();
         self.tx
-            .try_send(Submission { messages, done })
+            .try_send(Submission {
+                messages,
+                done: Some(done),
+            })
             .map_err(|e| match e {
                 TrySendError::Full(_) => SubmitError::Full,
                 TrySendError::Disconnected(_) => SubmitError::Stopped,
             })?;
         Ok(rx)
     }
+
+    /// Hands on `messages` already made durable elsewhere (the write-ahead
+    /// log), waiting while the queue is full; nobody waits for their commit.
+    pub fn push(&self, messages: Vec<Vec<u8>>) -> Result<(), SubmitError> {
+        self.tx
+            .send(Submission {
+                messages,
+                done: None,
+            })
+            .map_err(|_| SubmitError::Stopped)
+    }
+}
+
+/// What the write-ahead log gives a queue: the messages the table lacks, from
+/// the table's next offset, and where to publish each commit's next offset.
+pub struct Durable {
+    pub pending: super::wal::Pending,
+    pub committed: Arc<AtomicI64>,
 }
 
 pub struct QueueSource {
@@ -72,11 +98,19 @@ pub struct QueueSource {
     cursor: i64,
     /// (one past the last offset of a submission, its waiter), in order.
     waiters: VecDeque<(i64, oneshot::Sender<()>)>,
+    /// Set when a write-ahead log feeds the queue.
+    durable: Option<Durable>,
 }
 
 /// A source named `name` (its lane's application ids and state paths) and
-/// its handle; at most `capacity` submissions wait.
-pub fn queue(name: &str, resumer: TableResumer, capacity: usize) -> (QueueSource, QueueHandle) {
+/// its handle; at most `capacity` submissions wait. `durable`: a write-ahead
+/// log feeds it.
+pub fn queue(
+    name: &str,
+    resumer: TableResumer,
+    capacity: usize,
+    durable: Option<Durable>,
+) -> (QueueSource, QueueHandle) {
     let (tx, rx) = std::sync::mpsc::sync_channel(capacity.max(1));
     let source = QueueSource {
         name: name.to_owned(),
@@ -87,6 +121,7 @@ pub fn queue(name: &str, resumer: TableResumer, capacity: usize) -> (QueueSource
         front: 0,
         cursor: 0,
         waiters: VecDeque::new(),
+        durable,
     };
     (source, QueueHandle { tx })
 }
@@ -98,7 +133,9 @@ impl QueueSource {
 
     fn take(&mut self, s: Submission) {
         self.log.extend(s.messages);
-        self.waiters.push_back((self.end(), s.done));
+        if let Some(done) = s.done {
+            self.waiters.push_back((self.end(), done));
+        }
     }
 
     fn next_message(&mut self) -> Option<SourceEvent> {
@@ -121,13 +158,29 @@ impl Source for QueueSource {
 
     fn prepare(&mut self, _stop: &AtomicBool) -> Result<(), StreamError> {
         let mut set = self.resumer.read(&[LANE])?;
-        // Offsets past the table's are new messages here, never a replay of
-        // ones the rejected table counted before a crash (those were not
-        // answered and come again under new offsets): count them all.
-        for part in &mut set.parts {
-            part.rejected_offset = None;
-        }
         let next = set.parts.first().and_then(|p| p.offset).unwrap_or(0);
+        match &mut self.durable {
+            // The log's messages keep their offsets: those the rejected
+            // table counted before a crash are replays.
+            Some(durable) => {
+                if durable.pending.first != next {
+                    return Err(StreamError::WalMoved {
+                        wal: durable.pending.first,
+                        table: next,
+                    });
+                }
+                self.log
+                    .extend(std::mem::take(&mut durable.pending.messages));
+            }
+            // Offsets past the table's are new messages here, never a replay
+            // of ones the rejected table counted before a crash (those were
+            // not answered and come again under new offsets): count them all.
+            None => {
+                for part in &mut set.parts {
+                    part.rejected_offset = None;
+                }
+            }
+        }
         self.front = next;
         self.cursor = next;
         self.assigned = Some(set);
@@ -181,6 +234,9 @@ impl Source for QueueSource {
         };
         while self.front < next && self.log.pop_front().is_some() {
             self.front += 1;
+        }
+        if let Some(durable) = &self.durable {
+            durable.committed.store(next, Ordering::SeqCst);
         }
         while self.waiters.front().is_some_and(|(end, _)| *end <= next) {
             if let Some((_, done)) = self.waiters.pop_front() {

@@ -66,4 +66,10 @@ pub trait Source {
     fn commit_now(&self) -> bool {
         false
     }
+
+    /// Whether `lane` was read to its end: nothing came since the source
+    /// last found no more (false when the source cannot tell).
+    fn at_end(&self, _lane: Lane) -> bool {
+        false
+    }
 }

@@ -39,6 +39,43 @@ fn daemon_table_equals_file_ingest_and_stops_cleanly() {
     assert_same_tables(&table, &reference(dir.path(), &events));
 }
 
+/// A backlog read to its end is committed at once when it fills a quarter
+/// of an epoch's bounds, not at the (here hour-long) interval; a smaller
+/// one waits for the bounds.
+#[test]
+fn a_drained_backlog_commits_without_waiting_out_the_interval() {
+    let dir = test_dir();
+    let broker = Broker::memory(dir.path());
+    // About 2 MiB of messages: over a quarter of 4 MiB, under one of 64.
+    let (_, ends) = generated_topic(dir.path(), &broker, 2, 5_000, 17);
+    let table = dir.path().join("pulls");
+    let small = dir.path().join("small-epochs");
+    let bounds = |bytes: &'static str| ["--flush-interval", "1h", "--flush-bytes", bytes];
+    let mut d = daemon(&broker, "events", "g-drained", &table, &bounds("4MiB"));
+    let mut other = daemon(&broker, "events", "g-waiting", &small, &bounds("64MiB"));
+    let at_ends = |table: &Path| {
+        let committed = committed_txns(table, "events", 2);
+        ends.iter()
+            .all(|(p, end)| committed.get(p).is_some_and(|(o, _)| *o == Some(*end)))
+    };
+    wait_until(
+        Duration::from_secs(60),
+        "the drained backlog's commit",
+        || at_ends(&table),
+    );
+    // Both daemons read as fast; the other one's epoch stays open.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        committed_txns(&small, "events", 2)
+            .values()
+            .all(|(o, _)| o.is_none()),
+        "a backlog under a quarter of the bounds waits for them"
+    );
+    other.terminate_cleanly();
+    d.terminate_cleanly();
+    assert!(at_ends(&small), "the final commit of a stop lands it");
+}
+
 /// The dashboard and the alert rules query only series a running daemon
 /// really exports.
 #[test]

@@ -58,11 +58,12 @@ impl Serve {
             table.to_owned(),
             "--tokens".into(),
             tokens.display().to_string(),
-            "--flush-interval".into(),
-            "200ms".into(),
             LATENESS[0].into(),
             LATENESS[1].into(),
         ];
+        if !extra.contains(&"--flush-interval") {
+            args.extend(["--flush-interval".into(), "200ms".into()]);
+        }
         if !extra.contains(&"--idle-close") {
             args.extend(["--idle-close".into(), "1s".into()]);
         }
@@ -368,6 +369,51 @@ fn direct_mode_equals_file_ingest_through_resends_and_kills() {
         dead >= stats.bad_lines as usize,
         "{dead} dead letters, {stats:?}"
     );
+}
+
+/// Direct mode answers once an envelope is synced into its write-ahead
+/// log, not once committed: with commits an hour apart every envelope is
+/// still answered and the table holds none of them. SIGKILLed then, it
+/// loses none: `--no-wal` refuses to start past messages the table lacks,
+/// and the restarted serve commits them exactly once.
+#[test]
+fn answered_envelopes_survive_a_kill_before_any_commit() {
+    let dir = test_dir();
+    let (file, _, bodies) = generated_envelopes(dir.path(), 2_000, 23);
+    let tokens = dir.path().join("tokens.toml");
+    let secret = token(&tokens, "registry", "receive", &[]);
+    let table = dir.path().join("pulls");
+    let mut serve = Serve::start(
+        &table,
+        &tokens,
+        &["--flush-interval", "1h", "--idle-close", "10s"],
+    );
+    let half = bodies.len() / 2;
+    post_all(&serve, &secret, &bodies[..half]);
+    let progress = table_progress(&table, DIRECT, 1);
+    assert!(
+        progress.get(&0).is_none_or(|(offset, _)| offset.is_none()),
+        "answered before any commit: {progress:?}"
+    );
+    serve.kill();
+    assert!(table.join("_pullstats/wal").is_dir());
+
+    let refused = run(pullstats()
+        .args(["serve", "--no-wal", "--listen", "127.0.0.1:0", "--table"])
+        .arg(&table)
+        .arg("--tokens")
+        .arg(&tokens));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("start once without --no-wal"),
+        "{stderr}"
+    );
+
+    let mut serve = Serve::start(&table, &tokens, &["--idle-close", "10s"]);
+    post_all(&serve, &secret, &bodies[half..]);
+    wait_direct_done(&table);
+    serve.terminate_cleanly();
+    assert_same(&table, &late_reference(dir.path(), &file));
 }
 
 #[test]
