@@ -314,24 +314,23 @@ async fn open_wal(
     resumer: &TableResumer,
 ) -> anyhow::Result<(Option<Durable>, Option<(Wal, Arc<AtomicI64>)>)> {
     let own = args.table.local_path().map(|t| t.join(WAL_DIR));
-    let dir = match (&args.wal, args.no_wal) {
-        (Some(dir), _) => dir.clone(),
-        (None, false) if own.is_some() => own.clone().unwrap_or_default(),
-        (None, true) if own.as_ref().is_some_and(|d| d.exists()) => {
+    let dir = match (&args.wal, args.no_wal, own) {
+        (Some(dir), _, _) => dir.clone(),
+        (None, false, Some(own)) => own,
+        (None, true, Some(own)) if own.exists() => {
             // A log left by an earlier run must be committed first.
-            let dir = own.unwrap_or_default();
-            let (_, pending) = read_and_open(resumer, &dir).await?;
+            let (_, pending) = read_and_open(resumer, &own).await?;
             if !pending.messages.is_empty() {
                 bail!(
                     "--no-wal: the write-ahead log {} holds {} messages the table does not; \
                      start once without --no-wal to commit them",
-                    dir.display(),
+                    own.display(),
                     pending.messages.len()
                 );
             }
             return Ok((None, None));
         }
-        (None, _) => {
+        _ => {
             tracing::info!("no write-ahead log: envelopes are answered once committed");
             return Ok((None, None));
         }
