@@ -216,6 +216,9 @@ async fn render_metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
         .as_ref()
         .map(|m| m.render())
         .unwrap_or_default();
+    if let Mode::Direct { wal: Some(wal), .. } = &app.mode {
+        wal.stats.render(&mut text);
+    }
     app.metrics.render(&mut text);
     crate::metrics::prometheus_text(text)
 }

@@ -27,9 +27,14 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::Instant;
+
 use tokio::sync::oneshot;
 
 use super::queue::{QueueHandle, SubmitError};
+use crate::metrics::Histogram;
 
 const MAGIC: &[u8] = b"pullstats-wal-1\n";
 const RECORD_HEADER: usize = 8;
@@ -349,10 +354,49 @@ struct Append {
     done: oneshot::Sender<Result<(), String>>,
 }
 
+/// Sync buckets (seconds): a local disk's fdatasync takes milliseconds.
+const SYNC_BUCKETS_S: [f64; 9] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 1.0];
+
+/// What `/metrics` shows of the log.
+pub struct WalStats {
+    syncs: Mutex<Histogram>,
+    /// Messages synced into the log and not yet committed to the table.
+    ahead: AtomicI64,
+}
+
+impl WalStats {
+    fn new() -> Self {
+        Self {
+            syncs: Mutex::new(Histogram::new(&SYNC_BUCKETS_S)),
+            ahead: AtomicI64::new(0),
+        }
+    }
+
+    /// Appends the log's series to a Prometheus text exposition.
+    pub fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP pullstats_wal_sync_seconds Time to write and sync a group of envelopes into the write-ahead log\n\
+             # TYPE pullstats_wal_sync_seconds histogram"
+        );
+        if let Ok(h) = self.syncs.lock() {
+            h.render(out, "pullstats_wal_sync_seconds", "");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP pullstats_wal_ahead_messages Messages in the write-ahead log the table has not committed yet\n\
+             # TYPE pullstats_wal_ahead_messages gauge\n\
+             pullstats_wal_ahead_messages {}",
+            self.ahead.load(Ordering::Relaxed)
+        );
+    }
+}
+
 /// The sending side, cloned into every request handler.
 #[derive(Clone)]
 pub struct WalHandle {
     tx: SyncSender<Append>,
+    pub stats: Arc<WalStats>,
 }
 
 impl WalHandle {
@@ -387,15 +431,17 @@ pub fn spawn(
     (capacity, max_ahead): (usize, i64),
 ) -> io::Result<WalHandle> {
     let (tx, rx) = std::sync::mpsc::sync_channel(capacity.max(1));
+    let stats = Arc::new(WalStats::new());
+    let shared = stats.clone();
     std::thread::Builder::new()
         .name("pullstats-wal".into())
         .spawn(move || {
-            if let Err(e) = run(wal, &rx, &queue, &table_next, max_ahead) {
+            if let Err(e) = run(wal, &rx, &queue, &table_next, (max_ahead, &shared)) {
                 tracing::error!("{e}; shutting down");
                 stop.store(true, Ordering::SeqCst);
             }
         })?;
-    Ok(WalHandle { tx })
+    Ok(WalHandle { tx, stats })
 }
 
 fn run(
@@ -403,13 +449,15 @@ fn run(
     rx: &Receiver<Append>,
     queue: &QueueHandle,
     table_next: &AtomicI64,
-    max_ahead: i64,
+    (max_ahead, stats): (i64, &WalStats),
 ) -> Result<(), WalError> {
     loop {
         let first = match rx.recv_timeout(IDLE) {
             Ok(a) => a,
             Err(RecvTimeoutError::Timeout) => {
-                wal.forget_below(table_next.load(Ordering::SeqCst))?;
+                let committed = table_next.load(Ordering::SeqCst);
+                stats.ahead.store(wal.next() - committed, Ordering::Relaxed);
+                wal.forget_below(committed)?;
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => return Ok(()),
@@ -430,10 +478,14 @@ fn run(
             }
             continue;
         }
+        let started = Instant::now();
         let written = group
             .iter()
             .try_for_each(|a| wal.append(&a.messages))
             .and_then(|()| wal.sync());
+        if let Ok(mut h) = stats.syncs.lock() {
+            h.observe(started.elapsed());
+        }
         if let Err(e) = written {
             for a in group {
                 let _ = a
@@ -451,7 +503,9 @@ fn run(
                 .map_err(|_| "the table writer has stopped".to_owned());
             let _ = a.done.send(answer);
         }
-        wal.forget_below(table_next.load(Ordering::SeqCst))?;
+        let committed = table_next.load(Ordering::SeqCst);
+        stats.ahead.store(wal.next() - committed, Ordering::Relaxed);
+        wal.forget_below(committed)?;
     }
 }
 
@@ -602,6 +656,13 @@ mod tests {
         assert!(refused.contains("3 messages behind"), "{refused}");
         table_next.store(2, Ordering::SeqCst);
         assert_eq!(send(1), Ok(()));
+        let mut text = String::new();
+        handle.stats.render(&mut text);
+        assert!(
+            text.contains("pullstats_wal_sync_seconds_count 2"),
+            "{text}"
+        );
+        assert!(text.contains("pullstats_wal_ahead_messages 2"), "{text}");
     }
 
     #[test]

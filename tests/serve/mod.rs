@@ -395,6 +395,12 @@ fn answered_envelopes_survive_a_kill_before_any_commit() {
         progress.get(&0).is_none_or(|(offset, _)| offset.is_none()),
         "answered before any commit: {progress:?}"
     );
+    let metrics = serve.metrics();
+    assert!(
+        metrics.contains("pullstats_wal_sync_seconds_count ")
+            && !metrics.contains("pullstats_wal_sync_seconds_count 0\n"),
+        "{metrics}"
+    );
     serve.kill();
     assert!(table.join("_pullstats/wal").is_dir());
 
