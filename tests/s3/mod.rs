@@ -534,6 +534,43 @@ fn serve_direct_mode_into_s3_equals_file_ingest() {
     assert!(line.contains("needs --signing-key"), "{line}");
 }
 
+/// A table in S3 with the write-ahead log in a local directory (`--wal`):
+/// envelopes answered before any commit survive a SIGKILL.
+#[test]
+fn serve_direct_mode_into_s3_through_a_local_write_ahead_log() {
+    use crate::serve::*;
+    let dir = test_dir();
+    let (file, _, bodies) = generated_envelopes(dir.path(), 1_000, 24);
+    let tokens = dir.path().join("tokens.toml");
+    let secret = token(&tokens, "registry", "receive", &[]);
+    let url = s3_table("serve-wal");
+    let wal = dir.path().join("wal").display().to_string();
+    let key = "an-s3-test-signing-key-of-32-characters-at-least";
+    let log = dir.path().join("serve.log");
+    let common = ["--idle-close", "10s", "--signing-key", key, "--wal", &wal];
+    let waiting: Vec<&str> = common
+        .iter()
+        .copied()
+        .chain(["--flush-interval", "1h"])
+        .collect();
+    let mut serve = Serve::start_at(&url, &log, &tokens, &waiting);
+    let half = bodies.len() / 2;
+    post_all(&serve, &secret, &bodies[..half]);
+    let table = Location::parse(&url).expect("url");
+    assert!(
+        crate::kafka::harness::table_progress(table.clone(), "notifications", 1)
+            .get(&0)
+            .is_none_or(|(offset, _)| offset.is_none()),
+        "answered before any commit"
+    );
+    serve.kill();
+    let mut serve = Serve::start_at(&url, &log, &tokens, &common);
+    post_all(&serve, &secret, &bodies[half..]);
+    wait_direct_done(table);
+    serve.terminate_cleanly();
+    assert_same(arg(&url), &late_reference(dir.path(), &file));
+}
+
 /// `(name, text)` of each object under `<url>.dead-letter/`.
 fn dead_letter_objects(url: &str) -> Vec<(String, String)> {
     use futures::TryStreamExt;
