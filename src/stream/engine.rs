@@ -373,10 +373,14 @@ impl<S: Source> Engine<S> {
         }
     }
 
+    /// Actions the epoch has made so far.
+    fn epoch_actions(&self) -> u64 {
+        self.pipeline.actions() - self.epoch_actions_base
+    }
+
     fn epoch_due(&self) -> bool {
-        let actions = self.pipeline.actions() - self.epoch_actions_base;
         self.epoch_started.elapsed() >= self.config.flush_interval
-            || actions >= self.config.flush_rows
+            || self.epoch_actions() >= self.config.flush_rows
             || self.epoch_bytes >= self.config.flush_bytes
     }
 
@@ -386,8 +390,7 @@ impl<S: Source> Engine<S> {
     /// input, at its end after every fetch, still commits by the bounds
     /// unless it brings a quarter of them within one interval.
     fn drained(&self) -> bool {
-        let actions = self.pipeline.actions() - self.epoch_actions_base;
-        let filled = actions >= self.config.flush_rows / 4
+        let filled = self.epoch_actions() >= self.config.flush_rows / 4
             || self.epoch_bytes >= self.config.flush_bytes / 4;
         filled && !self.held.is_empty() && self.held.keys().all(|&l| self.source.at_end(l))
     }

@@ -332,6 +332,13 @@ impl Wal {
         self.file.sync_data().map_err(io_error(path))
     }
 
+    /// After the table's commits reached `table_next`: how far ahead the
+    /// log is, and the segments it no longer needs.
+    fn follow(&mut self, table_next: i64, stats: &WalStats) -> Result<(), WalError> {
+        stats.ahead.store(self.next - table_next, Ordering::Relaxed);
+        self.forget_below(table_next)
+    }
+
     /// Deletes the closed segments the table holds wholly (every offset
     /// below `table_next`).
     fn forget_below(&mut self, table_next: i64) -> Result<(), WalError> {
@@ -455,9 +462,7 @@ fn run(
         let first = match rx.recv_timeout(IDLE) {
             Ok(a) => a,
             Err(RecvTimeoutError::Timeout) => {
-                let committed = table_next.load(Ordering::SeqCst);
-                stats.ahead.store(wal.next() - committed, Ordering::Relaxed);
-                wal.forget_below(committed)?;
+                wal.follow(table_next.load(Ordering::SeqCst), stats)?;
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => return Ok(()),
@@ -503,9 +508,7 @@ fn run(
                 .map_err(|_| "the table writer has stopped".to_owned());
             let _ = a.done.send(answer);
         }
-        let committed = table_next.load(Ordering::SeqCst);
-        stats.ahead.store(wal.next() - committed, Ordering::Relaxed);
-        wal.forget_below(committed)?;
+        wal.follow(table_next.load(Ordering::SeqCst), stats)?;
     }
 }
 
