@@ -166,9 +166,7 @@ impl Decoder {
             });
         }
         let text = std::str::from_utf8(line).map_err(|_| DecodeError::InvalidUtf8)?;
-        if self.max_future.is_some() {
-            self.now = chrono::Utc::now().timestamp_micros();
-        }
+        self.read_clock();
         let text = text.trim();
         if text.is_empty() {
             return Err(DecodeError::Empty);
@@ -182,6 +180,23 @@ impl Decoder {
                 Ok(())
             }
         }
+    }
+
+    /// Reads the wall clock for `--max-future`, once per input.
+    fn read_clock(&mut self) {
+        if self.max_future.is_some() {
+            self.now = chrono::Utc::now().timestamp_micros();
+        }
+    }
+
+    /// Decodes one event of a notification envelope, given as its own JSON
+    /// text (an element of `{"events":[…]}`): what `pullstats serve` does
+    /// with each event of a body it has split.
+    pub fn decode_event(&mut self, event: &str) -> Result<RequestEvent, DecodeError> {
+        self.read_clock();
+        let parsed: EnvelopeEvent<'_> =
+            serde_json::from_str(event).map_err(|e| DecodeError::Json(e.to_string()))?;
+        self.decode_envelope_event(parsed)
     }
 
     fn decode_flat(&mut self, l: Line<'_>) -> Result<RequestEvent, DecodeError> {

@@ -71,13 +71,16 @@ impl Forwarder {
 
     /// Sends the messages and waits for every confirmation; the error
     /// says why one was not confirmed in time.
-    pub async fn send(&self, kept: &[Kept]) -> Result<(), String> {
+    pub async fn send(&self, kept: &[Kept<'_>]) -> Result<(), String> {
         let mut waiting = Vec::with_capacity(kept.len());
         for k in kept {
             let (done, rx) = oneshot::channel();
+            // Keyed by client IP: a pull's requests share a partition.
+            let key = k.event.ip.to_string();
+            let message = k.message();
             let record = BaseRecord::with_opaque_to(&self.topic, Box::new(done))
-                .key(k.key.as_str())
-                .payload(k.message.as_slice());
+                .key(key.as_str())
+                .payload(message.as_slice());
             match self.producer.send(record) {
                 Ok(()) => waiting.push(rx),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {

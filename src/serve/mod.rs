@@ -42,7 +42,7 @@ use self::receive::{Bad, Sorted};
 use self::tokens::{Refusal, Role, Tokens};
 use crate::pipeline::dead_letter::{DeadLetter, DeadLetterError, DeadLetterSink, Position};
 use crate::pipeline::decode::Decoder;
-use crate::stream::queue::{QueueHandle, SubmitError};
+use crate::stream::queue::{Message, QueueHandle, SubmitError};
 use crate::stream::wal::WalHandle;
 
 /// Seconds a 503 asks the client to wait (a registry uses its own backoff).
@@ -269,8 +269,11 @@ enum ReadBody {
 /// answers 413, which a registry would retry forever; an oversized body
 /// must be dead-lettered and answered 2xx instead.)
 async fn read_body(body: Body, limit: usize) -> Result<ReadBody, axum::Error> {
+    // Room for what the sender announced (Content-Length), up to the limit.
+    let announced =
+        usize::try_from(axum::body::HttpBody::size_hint(&body).lower()).unwrap_or(limit);
     let mut stream = body.into_data_stream();
-    let mut buf = Vec::new();
+    let mut buf = Vec::with_capacity(announced.min(limit));
     while let Some(chunk) = stream.next().await {
         let chunk = chunk?;
         if buf.len() + chunk.len() > limit {
@@ -366,7 +369,7 @@ thread_local! {
 type DecoderSettings = (usize, Option<crate::event::Micros>);
 
 /// [`receive::sort`] with this thread's decoder.
-fn sort(app: &App, body: &[u8]) -> Result<Sorted, String> {
+fn sort<'a>(app: &App, body: &'a [u8]) -> Result<Sorted<'a>, String> {
     let settings = (app.max_body_bytes, app.max_future);
     DECODER.with_borrow_mut(|slot| {
         let decoder = match slot {
@@ -417,7 +420,7 @@ async fn dead_letter(app: &Arc<App>, request: u64, bad: Vec<Bad>) -> Result<(), 
     })
 }
 
-async fn deliver(app: &Arc<App>, request: u64, sorted: Sorted) -> Response {
+async fn deliver(app: &Arc<App>, request: u64, sorted: Sorted<'_>) -> Response {
     let Sorted {
         kept,
         blob,
@@ -433,7 +436,10 @@ async fn deliver(app: &Arc<App>, request: u64, sorted: Sorted) -> Response {
         let handed_on = match &app.mode {
             Mode::Forward(f) => f.send(&kept).await,
             Mode::Direct { queue, wal, .. } => {
-                let messages = vec![receive::envelope(&kept)];
+                let messages = vec![Message {
+                    bytes: receive::envelope(&kept),
+                    decoded: Some(kept.into_iter().map(|k| k.event).collect()),
+                }];
                 match wal {
                     Some(wal) => wait_for_sync(wal, messages, app.wait).await,
                     None => wait_for_commit(queue, messages, app.wait).await,
@@ -462,7 +468,7 @@ async fn deliver(app: &Arc<App>, request: u64, sorted: Sorted) -> Response {
 
 async fn wait_for_sync(
     wal: &WalHandle,
-    messages: Vec<Vec<u8>>,
+    messages: Vec<Message>,
     wait: Duration,
 ) -> Result<(), String> {
     let synced = wal.submit(messages).map_err(|e| match e {
@@ -478,7 +484,7 @@ async fn wait_for_sync(
 
 async fn wait_for_commit(
     queue: &QueueHandle,
-    messages: Vec<Vec<u8>>,
+    messages: Vec<Message>,
     wait: Duration,
 ) -> Result<(), String> {
     let committed = queue.submit(messages).map_err(|e| match e {

@@ -1,25 +1,24 @@
 //! What `POST /notifications` does with a body, before either mode sends
-//! anything on: split the envelope into its events, keep the manifest pulls
-//! (each as a one-event envelope keyed by client IP), count the rest by
-//! outcome, and set aside what does not decode for the dead-letter sink.
+//! anything on: split the envelope into its events, decode each, keep the
+//! manifest pulls, count the rest by outcome, and set aside what does not
+//! decode for the dead-letter sink.
 //!
-//! The daemon and the direct-mode engine decode the kept events again with
-//! the same decoder; doing it here first means nothing that reaches them is
+//! Decoding here first means nothing that reaches the daemon or the engine is
 //! bad, and blobs (most of a registry's notifications) are not shipped.
+//! Direct mode hands the decoded requests to the engine along with the bytes
+//! (which the write-ahead log keeps), so an event is decoded once.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::event::RequestKind;
+use crate::event::{RequestEvent, RequestKind};
 use crate::pipeline::decode::Decoder;
 
-/// A kept event: the message to hand on and its partition key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Kept {
-    /// The client IP, as the daemon's keying advice asks.
-    pub key: String,
-    /// `{"events":[<the event as received>]}`.
-    pub message: Vec<u8>,
+/// A kept event: its text as received, and what it decodes to.
+#[derive(Debug, Clone)]
+pub struct Kept<'a> {
+    pub raw: &'a str,
+    pub event: RequestEvent,
 }
 
 /// Something to dead-letter: why, and the bytes concerned.
@@ -31,8 +30,8 @@ pub struct Bad {
 
 /// An envelope, sorted.
 #[derive(Debug, Default)]
-pub struct Sorted {
-    pub kept: Vec<Kept>,
+pub struct Sorted<'a> {
+    pub kept: Vec<Kept<'a>>,
     pub blob: u64,
     pub not_pull: u64,
     /// Events that do not decode (one letter each).
@@ -48,32 +47,25 @@ struct Envelope<'a> {
 const OPEN: &[u8] = b"{\"events\":[";
 const CLOSE: &[u8] = b"]}";
 
-fn one_event(raw: &RawValue) -> Vec<u8> {
-    let mut m = Vec::with_capacity(raw.get().len() + OPEN.len() + CLOSE.len());
-    m.extend_from_slice(OPEN);
-    m.extend_from_slice(raw.get().as_bytes());
-    m.extend_from_slice(CLOSE);
-    m
-}
-
-impl Kept {
-    /// The event as received.
-    fn event(&self) -> &[u8] {
-        &self.message[OPEN.len()..self.message.len() - CLOSE.len()]
+impl Kept<'_> {
+    /// `{"events":[<the event as received>]}`: forward mode's message, in
+    /// the envelope form the daemon decodes.
+    pub fn message(&self) -> Vec<u8> {
+        envelope(std::slice::from_ref(self))
     }
 }
 
-/// One envelope of every kept event (direct mode's message: the engine
-/// takes an envelope's events in order, as the daemon does).
-pub fn envelope(kept: &[Kept]) -> Vec<u8> {
-    let len = kept.iter().map(|k| k.event().len() + 1).sum::<usize>();
+/// One envelope of every kept event, in order (direct mode's message: the
+/// engine takes an envelope's events in order, as the daemon does).
+pub fn envelope(kept: &[Kept<'_>]) -> Vec<u8> {
+    let len = kept.iter().map(|k| k.raw.len() + 1).sum::<usize>();
     let mut m = Vec::with_capacity(len + OPEN.len() + CLOSE.len());
     m.extend_from_slice(OPEN);
     for (i, k) in kept.iter().enumerate() {
         if i > 0 {
             m.push(b',');
         }
-        m.extend_from_slice(k.event());
+        m.extend_from_slice(k.raw.as_bytes());
     }
     m.extend_from_slice(CLOSE);
     m
@@ -81,49 +73,31 @@ pub fn envelope(kept: &[Kept]) -> Vec<u8> {
 
 /// Sorts a body; `Err` when it is not an envelope at all (the whole body is
 /// then one dead letter with that reason).
-pub fn sort(body: &[u8], decoder: &mut Decoder) -> Result<Sorted, String> {
+pub fn sort<'a>(body: &'a [u8], decoder: &mut Decoder) -> Result<Sorted<'a>, String> {
     let text = std::str::from_utf8(body).map_err(|_| "body is not valid UTF-8".to_owned())?;
-    let envelope: Envelope<'_> = serde_json::from_str(text)
+    let envelope: Envelope<'a> = serde_json::from_str(text)
         .map_err(|e| format!("body is not a notification envelope ({{\"events\":[…]}}): {e}"))?;
     if envelope.events.is_empty() {
         // As the file and Kafka decoders say of it.
         return Err("envelope holds no events".to_owned());
     }
     let mut sorted = Sorted::default();
-    let mut events = Vec::with_capacity(1);
     for raw in envelope.events {
-        let message = one_event(raw);
-        events.clear();
-        if let Err(e) = decoder.decode(&message, &mut events) {
-            // The decoder names the event "envelope event 0" (of the
-            // one-event envelope): drop that prefix.
-            let reason = match e {
-                crate::pipeline::decode::DecodeError::InEnvelope { source, .. } => {
-                    source.to_string()
-                }
-                other => other.to_string(),
-            };
-            sorted.bad.push(Bad {
-                reason: format!("event does not decode: {reason}"),
-                payload: raw.get().as_bytes().to_vec(),
-            });
-            continue;
-        }
-        let Some(event) = events.first() else {
-            // Not reached with today's decoder; never dropped silently.
-            sorted.bad.push(Bad {
-                reason: "event decodes to no request".to_owned(),
-                payload: raw.get().as_bytes().to_vec(),
-            });
-            continue;
+        let raw = raw.get();
+        let event = match decoder.decode_event(raw) {
+            Ok(event) => event,
+            Err(e) => {
+                sorted.bad.push(Bad {
+                    reason: format!("event does not decode: {e}"),
+                    payload: raw.as_bytes().to_vec(),
+                });
+                continue;
+            }
         };
         match event.kind {
             RequestKind::Blob => sorted.blob += 1,
             RequestKind::NotPull => sorted.not_pull += 1,
-            RequestKind::Manifest => sorted.kept.push(Kept {
-                key: event.ip.to_string(),
-                message,
-            }),
+            RequestKind::Manifest => sorted.kept.push(Kept { raw, event }),
         }
     }
     Ok(sorted)
@@ -152,10 +126,10 @@ mod tests {
         );
         let sorted = sort(body.as_bytes(), &mut Decoder::new(1 << 20)).expect("envelope");
         assert_eq!(sorted.kept.len(), 1);
-        assert_eq!(sorted.kept[0].key, "2001:db8::1");
-        assert_eq!(envelope(&sorted.kept), sorted.kept[0].message);
-        let back: serde_json::Value =
-            serde_json::from_slice(&sorted.kept[0].message).expect("json");
+        assert_eq!(sorted.kept[0].event.ip.to_string(), "2001:db8::1");
+        let message = sorted.kept[0].message();
+        assert_eq!(envelope(&sorted.kept), message);
+        let back: serde_json::Value = serde_json::from_slice(&message).expect("json");
         assert_eq!(back["events"][0]["id"], "e1");
         assert_eq!((sorted.blob, sorted.not_pull), (1, 1));
         assert_eq!(sorted.bad.len(), 1);
@@ -179,10 +153,14 @@ mod tests {
         let sorted = sort(body.as_bytes(), &mut Decoder::new(1 << 20)).expect("envelope");
         let one = envelope(&sorted.kept);
         assert_eq!(one, format!(r#"{{"events":[{a},{b}]}}"#).into_bytes());
+        // The engine is handed the door's decode of the kept events: what it
+        // would decode from the bytes itself (a rewind, a restart).
         let mut events = Vec::new();
         Decoder::new(1 << 20)
             .decode(&one, &mut events)
             .expect("decodes");
+        let kept: Vec<_> = sorted.kept.iter().map(|k| k.event.clone()).collect();
+        assert_eq!(events, kept);
         assert_eq!(events.len(), 2);
     }
 

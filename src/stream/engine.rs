@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::writer::WriterCmd;
 use super::{EngineParts, ResumeSet, Source, SourceEvent, StreamConfig, StreamError, TableResumer};
+use crate::event::RequestEvent;
 use crate::metrics::Metrics;
 use crate::pipeline::dead_letter::{DeadLetter, DeadLetterError, DeadLetterSink, Position};
 use crate::pipeline::enrich::EnrichData;
@@ -137,7 +138,8 @@ impl<S: Source> Engine<S> {
                     lane,
                     offset,
                     payload,
-                }) => self.on_message(lane, offset, payload.as_deref())?,
+                    decoded,
+                }) => self.on_message(lane, offset, payload.as_deref(), decoded)?,
                 Some(SourceEvent::Revoked) => {
                     self.metrics.rebalances.fetch_add(1, Ordering::Relaxed);
                     self.pipeline.discard();
@@ -199,6 +201,7 @@ impl<S: Source> Engine<S> {
         lane: Lane,
         offset: i64,
         payload: Option<&[u8]>,
+        decoded: Option<Vec<RequestEvent>>,
     ) -> Result<(), StreamError> {
         let Some(held) = self.held.get_mut(&lane) else {
             return Ok(()); // fetched before a revocation
@@ -225,7 +228,7 @@ impl<S: Source> Engine<S> {
             .fetch_add(len as u64, Ordering::Relaxed);
         self.epoch_bytes += len as u64;
         self.pipeline.set_count_rejected(!replay);
-        match self.push(lane, offset, payload, replay) {
+        match self.push(lane, offset, payload, decoded, replay) {
             Ok(()) => self.send_batches(),
             // A dead letter that cannot be queued must not be skipped: redo
             // the epoch (it will be retried) instead of committing past it.
@@ -242,12 +245,14 @@ impl<S: Source> Engine<S> {
         }
     }
 
-    /// One message into the pipeline (or the dead-letter sink).
+    /// One message into the pipeline (or the dead-letter sink); `decoded`:
+    /// its requests, when the source decoded them already.
     fn push(
         &mut self,
         lane: Lane,
         offset: i64,
         payload: Option<&[u8]>,
+        decoded: Option<Vec<RequestEvent>>,
         replay: bool,
     ) -> Result<(), PipelineError> {
         let position = Position::Kafka {
@@ -262,13 +267,13 @@ impl<S: Source> Engine<S> {
         };
         let name = self.source.name();
         let max = self.config.max_message_bytes;
-        match payload {
-            None => {
+        match (payload, decoded) {
+            (None, _) => {
                 self.pipeline.count_line();
                 self.pipeline
                     .reject("message has no value", b"", name, position, dead)
             }
-            Some(value) if value.len() > max => {
+            (Some(value), _) if value.len() > max => {
                 self.pipeline.count_line();
                 let reason = format!(
                     "message is longer than {max} bytes ({} bytes; the first {max} are kept)",
@@ -277,7 +282,8 @@ impl<S: Source> Engine<S> {
                 self.pipeline
                     .reject(&reason, &value[..max], name, position, dead)
             }
-            Some(value) => self
+            (Some(_), Some(events)) => self.pipeline.push_decoded(lane, 1, events),
+            (Some(value), None) => self
                 .pipeline
                 .push_line_in(lane, value, name, position, dead),
         }

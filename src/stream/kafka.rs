@@ -161,6 +161,7 @@ impl Source for KafkaSource {
             lane: message.partition(),
             offset: message.offset(),
             payload: message.payload().map(<[u8]>::to_vec),
+            decoded: None,
         }))
     }
 

@@ -25,13 +25,29 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::{ResumeSet, Source, SourceEvent, StreamError, TableResumer};
+use crate::event::RequestEvent;
 use crate::pipeline::Lane;
 
 const LANE: Lane = 0;
 
+/// A message for the engine: its bytes, and the requests they decode to
+/// when the sender decoded them already (the engine then skips its own
+/// decode; a rewind or a restart decodes the bytes).
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub bytes: Vec<u8>,
+    pub decoded: Option<Vec<RequestEvent>>,
+}
+
+impl AsRef<[u8]> for Message {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
 /// One sender's messages and who to tell once they are committed.
 struct Submission {
-    messages: Vec<Vec<u8>>,
+    messages: Vec<Message>,
     done: Option<oneshot::Sender<()>>,
 }
 
@@ -53,7 +69,7 @@ pub struct QueueHandle {
 impl QueueHandle {
     /// Queues `messages`; the receiver resolves once a commit covers them
     /// (it fails if the engine stops first).
-    pub fn submit(&self, messages: Vec<Vec<u8>>) -> Result<oneshot::Receiver<()>, SubmitError> {
+    pub fn submit(&self, messages: Vec<Message>) -> Result<oneshot::Receiver<()>, SubmitError> {
         let (done, rx) = oneshot::channel();
         self.tx
             .try_send(Submission {
@@ -69,7 +85,7 @@ impl QueueHandle {
 
     /// Hands on `messages` already made durable elsewhere (the write-ahead
     /// log), waiting while the queue is full; nobody waits for their commit.
-    pub fn push(&self, messages: Vec<Vec<u8>>) -> Result<(), SubmitError> {
+    pub fn push(&self, messages: Vec<Message>) -> Result<(), SubmitError> {
         self.tx
             .send(Submission {
                 messages,
@@ -92,7 +108,7 @@ pub struct QueueSource {
     resumer: TableResumer,
     assigned: Option<ResumeSet>,
     /// Messages not yet committed, from offset `front`.
-    log: VecDeque<Vec<u8>>,
+    log: VecDeque<Message>,
     front: i64,
     /// Next offset to hand to the engine.
     cursor: i64,
@@ -140,13 +156,15 @@ impl QueueSource {
 
     fn next_message(&mut self) -> Option<SourceEvent> {
         let index = usize::try_from(self.cursor - self.front).ok()?;
-        let payload = self.log.get(index)?.clone();
+        let message = self.log.get_mut(index)?;
         let offset = self.cursor;
         self.cursor += 1;
         Some(SourceEvent::Message {
             lane: LANE,
             offset,
-            payload: Some(payload),
+            payload: Some(message.bytes.clone()),
+            // Handed out once: after a rewind the bytes are decoded again.
+            decoded: message.decoded.take(),
         })
     }
 }
@@ -169,8 +187,11 @@ impl Source for QueueSource {
                         table: next,
                     });
                 }
-                self.log
-                    .extend(std::mem::take(&mut durable.pending.messages));
+                let pending = std::mem::take(&mut durable.pending.messages);
+                self.log.extend(pending.into_iter().map(|bytes| Message {
+                    bytes,
+                    decoded: None,
+                }));
             }
             // Offsets past the table's are new messages here, never a replay
             // of ones the rejected table counted before a crash (those were
@@ -247,5 +268,63 @@ impl Source for QueueSource {
 
     fn commit_now(&self) -> bool {
         !self.waiters.is_empty() && self.cursor >= self.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(bytes: &[u8], decoded: Option<Vec<RequestEvent>>) -> Message {
+        Message {
+            bytes: bytes.to_vec(),
+            decoded,
+        }
+    }
+
+    fn next(source: &mut QueueSource) -> (i64, Vec<u8>, Option<Vec<RequestEvent>>) {
+        match source.poll(Duration::from_millis(10)) {
+            Ok(Some(SourceEvent::Message {
+                offset,
+                payload,
+                decoded,
+                ..
+            })) => (offset, payload.unwrap_or_default(), decoded),
+            _ => panic!("expected a message"),
+        }
+    }
+
+    #[test]
+    fn decoded_requests_are_handed_out_once_and_a_rewind_gets_the_bytes() {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let dir = tempfile::tempdir().expect("dir");
+        let location = crate::table::Location::parse(&dir.path().join("t").display().to_string())
+            .expect("location");
+        runtime
+            .block_on(super::super::Tables::open(&location))
+            .expect("tables");
+        let resumer = TableResumer::new(runtime.handle().clone(), location, "s".into());
+        let (mut source, handle) = queue("s", resumer, 8, None);
+        source.prepare(&AtomicBool::new(false)).expect("prepare");
+        assert!(matches!(
+            source.poll(Duration::from_millis(10)),
+            Ok(Some(SourceEvent::Assigned(_)))
+        ));
+        let line = br#"{"timestamp":"2026-11-02T10:00:00Z","method":"GET","repository":"acme/api","reference":"v1","digest":"sha256:0000000000000000000000000000000000000000000000000000000000000001","status":200,"remote_addr":"10.0.0.1","user_agent":"docker/27.0"}"#;
+        let mut events = Vec::new();
+        crate::pipeline::decode::Decoder::new(1 << 20)
+            .decode(line, &mut events)
+            .expect("decodes");
+        let _committed = handle
+            .submit(vec![
+                message(line, Some(events.clone())),
+                message(b"second", None),
+            ])
+            .expect("queued");
+        assert_eq!(next(&mut source), (0, line.to_vec(), Some(events)));
+        assert_eq!(next(&mut source), (1, b"second".to_vec(), None));
+        // A failed commit sends the engine back: it decodes the bytes then.
+        source.seek(&[(LANE, Some(0))]).expect("seek");
+        assert_eq!(next(&mut source), (0, line.to_vec(), None));
     }
 }

@@ -11,15 +11,18 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use super::{ResumeSet, StreamError};
+use crate::event::RequestEvent;
 use crate::pipeline::Lane;
 
 /// What a poll brings.
 pub enum SourceEvent {
     /// The message at `offset` of `lane`; `None` for a message without a value.
+    /// `decoded`: the requests it holds, when the source decoded it already.
     Message {
         lane: Lane,
         offset: i64,
         payload: Option<Vec<u8>>,
+        decoded: Option<Vec<RequestEvent>>,
     },
     /// Every lane was taken away: the uncommitted work is dropped.
     Revoked,

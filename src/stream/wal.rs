@@ -33,7 +33,7 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use super::queue::{QueueHandle, SubmitError};
+use super::queue::{Message, QueueHandle, SubmitError};
 use crate::metrics::Histogram;
 
 const MAGIC: &[u8] = b"pullstats-wal-1\n";
@@ -302,7 +302,7 @@ impl Wal {
     }
 
     /// Appends `messages` (not yet synced).
-    fn append(&mut self, messages: &[Vec<u8>]) -> Result<(), WalError> {
+    fn append(&mut self, messages: &[impl AsRef<[u8]>]) -> Result<(), WalError> {
         if self.size >= SEGMENT_BYTES {
             self.sync()?;
             let path = self.dir.join(segment_name(self.next));
@@ -310,8 +310,13 @@ impl Wal {
             self.segments.push((self.next, path));
             self.size = MAGIC.len() as u64;
         }
-        let mut buf = Vec::with_capacity(messages.iter().map(|m| m.len() + RECORD_HEADER).sum());
-        for m in messages {
+        let mut buf = Vec::with_capacity(
+            messages
+                .iter()
+                .map(|m| m.as_ref().len() + RECORD_HEADER)
+                .sum(),
+        );
+        for m in messages.iter().map(AsRef::as_ref) {
             let len = u32::try_from(m.len()).map_err(|_| WalError::Io {
                 path: self.dir.clone(),
                 source: io::Error::other("a message over 4 GiB"),
@@ -357,7 +362,7 @@ impl Wal {
 
 /// One envelope's messages and who waits for their sync.
 struct Append {
-    messages: Vec<Vec<u8>>,
+    messages: Vec<Message>,
     done: oneshot::Sender<Result<(), String>>,
 }
 
@@ -411,7 +416,7 @@ impl WalHandle {
     /// handed to the engine (or with why not).
     pub fn submit(
         &self,
-        messages: Vec<Vec<u8>>,
+        messages: Vec<Message>,
     ) -> Result<oneshot::Receiver<Result<(), String>>, SubmitError> {
         let (done, rx) = oneshot::channel();
         self.tx
@@ -499,6 +504,8 @@ fn run(
             }
             return Err(e);
         }
+        // The gauge counts the group before anyone hears it was synced.
+        wal.follow(table_next.load(Ordering::SeqCst), stats)?;
         for a in group {
             // Once synced the messages are safe: if the engine has stopped
             // they are committed at the next start (and the sender, told
@@ -508,7 +515,6 @@ fn run(
                 .map_err(|_| "the table writer has stopped".to_owned());
             let _ = a.done.send(answer);
         }
-        wal.follow(table_next.load(Ordering::SeqCst), stats)?;
     }
 }
 
@@ -651,7 +657,14 @@ mod tests {
         )
         .expect("thread");
         let send = |n| {
-            let rx = handle.submit(msgs(0..n)).expect("queued");
+            let messages = msgs(0..n)
+                .into_iter()
+                .map(|bytes| Message {
+                    bytes,
+                    decoded: None,
+                })
+                .collect();
+            let rx = handle.submit(messages).expect("queued");
             rx.blocking_recv().expect("answered")
         };
         assert_eq!(send(3), Ok(()));
