@@ -10,17 +10,17 @@ use std::io::Write;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 
 use crate::table::{self, Location, TableError, TableKind};
 
+mod csv;
 pub mod distinct;
 pub mod export;
 pub mod periods;
@@ -56,90 +56,6 @@ pub enum OutputFormat {
     Json,
     /// A Parquet file (not for terminals).
     Parquet,
-}
-
-/// Timestamps in CSV: RFC 3339, UTC, microseconds.
-const CSV_TIMESTAMP_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
-
-/// `batch` with its UTC microsecond timestamps as text in
-/// [`CSV_TIMESTAMP_FORMAT`], written digit by digit: arrow's CSV writer
-/// parses the format string again for every value, which was an eighth of
-/// a raw export's time. Other columns, and timestamps of another unit or
-/// zone, are left to the writer.
-fn csv_timestamps(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
-    use arrow::array::{ArrayRef, AsArray, StringBuilder};
-    use arrow::datatypes::{DataType, Field, Schema, TimeUnit, TimestampMicrosecondType};
-
-    let is_utc = |f: &Field| {
-        matches!(f.data_type(), DataType::Timestamp(TimeUnit::Microsecond, Some(tz))
-            if matches!(tz.as_ref(), "UTC" | "+00:00" | "Z"))
-    };
-    let schema = batch.schema();
-    if !schema.fields().iter().any(|f| is_utc(f)) {
-        return Ok(batch.clone());
-    }
-    let mut fields = Vec::with_capacity(schema.fields().len());
-    let mut columns: Vec<ArrayRef> = Vec::with_capacity(fields.capacity());
-    for (f, column) in schema.fields().iter().zip(batch.columns()) {
-        if !is_utc(f) {
-            fields.push(Arc::clone(f));
-            columns.push(Arc::clone(column));
-            continue;
-        }
-        let ts = column.as_primitive::<TimestampMicrosecondType>();
-        let mut text = StringBuilder::with_capacity(ts.len(), ts.len() * 27);
-        for v in ts.iter() {
-            match v {
-                Some(micros) if !append_rfc3339_micros(micros, &mut text) => {
-                    return Err(ArrowError::CastError(format!(
-                        "{}: {micros} µs since 1970 is not a date that can be written",
-                        f.name()
-                    )));
-                }
-                Some(_) => {}
-                None => text.append_null(),
-            }
-        }
-        fields.push(Arc::new(Field::new(
-            f.name(),
-            DataType::Utf8,
-            f.is_nullable(),
-        )));
-        columns.push(Arc::new(text.finish()));
-    }
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
-}
-
-/// Appends `micros` (since the epoch, UTC) to `out` as
-/// `YYYY-MM-DDTHH:MM:SS.ffffffZ`, as chrono formats [`CSV_TIMESTAMP_FORMAT`]
-/// (which it falls back to outside years 0–9999); false, appending nothing,
-/// beyond chrono's range.
-fn append_rfc3339_micros(micros: i64, out: &mut arrow::array::StringBuilder) -> bool {
-    use chrono::{Datelike, Timelike};
-    let Some(t) = chrono::DateTime::from_timestamp_micros(micros) else {
-        return false;
-    };
-    let Ok(year @ 0..=9999) = u32::try_from(t.year()) else {
-        out.append_value(t.format(CSV_TIMESTAMP_FORMAT).to_string());
-        return true;
-    };
-    let mut s = *b"0000-00-00T00:00:00.000000Z";
-    let mut put = |at: usize, width: usize, mut n: u32| {
-        for i in (at..at + width).rev() {
-            s[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-        }
-    };
-    put(0, 4, year);
-    put(5, 2, t.month());
-    put(8, 2, t.day());
-    put(11, 2, t.hour());
-    put(14, 2, t.minute());
-    put(17, 2, t.second());
-    put(20, 6, t.timestamp_subsec_micros());
-    // ASCII digits and punctuation only.
-    out.append_value(std::str::from_utf8(&s).unwrap_or_default());
-    true
 }
 
 /// A DataFusion session with the table at `path` registered as `pulls`,
@@ -260,24 +176,34 @@ pub async fn execute_in_order(
     let Some(first) = statements.next() else {
         return Err(QueryError::Output("no statement to run".into()));
     };
-    let first = execute(ctx, &first).await?;
-    let schema = first.schema();
+    let mut stream = execute(ctx, &first).await?;
+    let schema = stream.schema();
     let ctx = ctx.clone();
-    let rest = futures::stream::iter(statements)
-        .then(move |sql| {
-            let ctx = ctx.clone();
-            async move {
-                execute(&ctx, &sql)
-                    .await
-                    .map_err(|e| DataFusionError::External(Box::new(e)))
+    // Computed on the runtime's workers, a few batches ahead of the reader:
+    // while the writer encodes a statement's last batches, the next
+    // statement's sort runs (memory: about two statements at a time).
+    let mut ahead = RecordBatchReceiverStreamBuilder::new(schema, BATCHES_AHEAD);
+    let tx = ahead.tx();
+    ahead.spawn(async move {
+        loop {
+            while let Some(batch) = stream.next().await {
+                if tx.send(batch).await.is_err() {
+                    return Ok(()); // the reader has gone
+                }
             }
-        })
-        .try_flatten();
-    Ok(Box::pin(RecordBatchStreamAdapter::new(
-        schema,
-        first.chain(rest),
-    )))
+            let Some(sql) = statements.next() else {
+                return Ok(());
+            };
+            stream = execute(&ctx, &sql)
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        }
+    });
+    Ok(ahead.build())
 }
+
+/// Batches [`execute_in_order`] computes before the reader takes them.
+const BATCHES_AHEAD: usize = 4;
 
 /// Writes a result stream in `format`; `progress` is called with the rows
 /// written so far. CSV, JSON and Parquet stream with bounded memory; the text
@@ -308,14 +234,9 @@ pub async fn write_results(
             writeln!(out, "{text}").map_err(|e| io(&e))?;
         }
         OutputFormat::Csv => {
-            let mut w = arrow::csv::WriterBuilder::new()
-                .with_header(true)
-                .with_timestamp_tz_format(CSV_TIMESTAMP_FORMAT.to_owned())
-                .build(out);
+            let mut w = csv::CsvWriter::new(out);
             rows = drain(&mut stream, progress, |b| {
-                csv_timestamps(b)
-                    .and_then(|b| w.write(&b))
-                    .map_err(|e| e.to_string())
+                w.write(b).map_err(|e| e.to_string())
             })
             .await?;
         }
@@ -359,64 +280,4 @@ async fn drain(
         progress(rows);
     }
     Ok(rows)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use arrow::array::{Array, AsArray, StringBuilder, TimestampMicrosecondArray};
-    use proptest::prelude::*;
-
-    fn fast(micros: i64) -> Option<String> {
-        let mut b = StringBuilder::new();
-        append_rfc3339_micros(micros, &mut b).then(|| b.finish().value(0).to_owned())
-    }
-
-    fn chrono(micros: i64) -> Option<String> {
-        chrono::DateTime::from_timestamp_micros(micros)
-            .map(|t| t.format(CSV_TIMESTAMP_FORMAT).to_string())
-    }
-
-    proptest! {
-        /// Digit by digit, the same text as chrono's formatting, before
-        /// 1970, in years 0–9999 and beyond.
-        #[test]
-        fn timestamps_are_written_as_chrono_formats_them(
-            micros in prop_oneof![
-                -62_167_219_200_000_000i64..253_402_300_800_000_000,
-                any::<i64>(),
-            ]
-        ) {
-            prop_assert_eq!(fast(micros), chrono(micros));
-        }
-    }
-
-    #[rstest::rstest]
-    #[case(0, "1970-01-01T00:00:00.000000Z")]
-    #[case(-1, "1969-12-31T23:59:59.999999Z")]
-    #[case(1_792_972_799_999_000, "2026-10-25T23:59:59.999000Z")]
-    fn timestamps_known(#[case] micros: i64, #[case] text: &str) {
-        assert_eq!(fast(micros).as_deref(), Some(text));
-    }
-
-    #[test]
-    fn only_utc_microsecond_columns_become_text() {
-        let utc = TimestampMicrosecondArray::from(vec![Some(0), None]).with_timezone("UTC");
-        let paris =
-            TimestampMicrosecondArray::from(vec![Some(0), None]).with_timezone("Europe/Paris");
-        let batch = RecordBatch::try_from_iter([
-            ("utc", Arc::new(utc) as arrow::array::ArrayRef),
-            ("paris", Arc::new(paris) as arrow::array::ArrayRef),
-        ])
-        .expect("batch");
-        let out = csv_timestamps(&batch).expect("convert");
-        let text = out.column(0).as_string::<i32>();
-        assert_eq!(text.value(0), "1970-01-01T00:00:00.000000Z");
-        assert!(text.is_null(1));
-        assert_eq!(out.column(1).data_type(), batch.column(1).data_type());
-        let beyond = TimestampMicrosecondArray::from(vec![i64::MAX]).with_timezone("UTC");
-        let batch = RecordBatch::try_from_iter([("t", Arc::new(beyond) as arrow::array::ArrayRef)])
-            .expect("batch");
-        assert!(csv_timestamps(&batch).is_err());
-    }
 }
