@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringBuilder};
 use arrow::datatypes::{
-    DataType, Date32Type, Field, Int32Type, Int64Type, Schema, TimeUnit,
-    TimestampMicrosecondType, UInt32Type, UInt64Type,
+    DataType, Date32Type, Field, Int32Type, Int64Type, Schema, TimeUnit, TimestampMicrosecondType,
+    UInt32Type, UInt64Type,
 };
 use arrow::error::ArrowError;
 
@@ -319,8 +319,9 @@ fn csv_timestamps(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
 mod tests {
     use super::*;
     use arrow::array::{
-        BooleanArray, Date32Array, DictionaryArray, Float64Array, Int32Array, Int64Array, LargeStringArray,
-        StringArray, StringViewArray, TimestampMicrosecondArray, UInt32Array, UInt64Array,
+        BooleanArray, Date32Array, DictionaryArray, Float64Array, Int32Array, Int64Array,
+        LargeStringArray, StringArray, StringViewArray, TimestampMicrosecondArray, UInt32Array,
+        UInt64Array,
     };
     use arrow::datatypes::UInt16Type;
     use proptest::prelude::*;
@@ -441,7 +442,10 @@ mod tests {
         )])
         .expect("batch");
         let out = ours(std::slice::from_ref(&one)).expect("csv");
-        assert_eq!(String::from_utf8_lossy(&out), "\"\"\n\"\"\n\"\"\n\"a\"\"b\"\n");
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "\"\"\n\"\"\n\"\"\n\"a\"\"b\"\n"
+        );
         assert_eq!(Ok(out), arrow_csv(&[one]));
     }
 
@@ -461,8 +465,8 @@ mod tests {
         assert!(text.is_null(1));
         assert_eq!(out.column(1).data_type(), batch.column(1).data_type());
         let beyond = TimestampMicrosecondArray::from(vec![i64::MAX]).with_timezone("UTC");
-        let batch = RecordBatch::try_from_iter([("t", Arc::new(beyond) as ArrayRef)])
-            .expect("batch");
+        let batch =
+            RecordBatch::try_from_iter([("t", Arc::new(beyond) as ArrayRef)]).expect("batch");
         assert!(csv_timestamps(&batch).is_err());
         assert!(ours(&[batch]).is_err());
     }
