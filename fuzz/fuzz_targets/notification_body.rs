@@ -1,13 +1,15 @@
 //! One HTTP body POSTed to `/notifications`. Holds: every event of an
 //! envelope is kept, counted (blob, not a pull) or dead-lettered with a
-//! reason; each kept message decodes alone to one manifest request keyed by
-//! its client IP.
+//! reason; each kept event's forward-mode message decodes alone to the
+//! manifest request the door decoded, and direct mode's envelope of every
+//! kept event decodes to those requests in order (what a rewind or a
+//! restart hands the engine instead of the door's requests).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use pullstats::event::RequestKind;
 use pullstats::pipeline::decode::Decoder;
-use pullstats::serve::receive::sort;
+use pullstats::serve::receive::{envelope, sort};
 
 fuzz_target!(|body: &[u8]| {
     let mut decoder = Decoder::new(1 << 20);
@@ -23,10 +25,18 @@ fuzz_target!(|body: &[u8]| {
     for kept in &sorted.kept {
         let mut events = Vec::new();
         decoder
-            .decode(&kept.message, &mut events)
+            .decode(&kept.message(), &mut events)
             .expect("a kept message decodes");
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].kind, RequestKind::Manifest);
-        assert_eq!(events[0].ip.to_string(), kept.key);
+        assert_eq!(events[0], kept.event);
+    }
+    if !sorted.kept.is_empty() {
+        let mut events = Vec::new();
+        decoder
+            .decode(&envelope(&sorted.kept), &mut events)
+            .expect("the kept events' envelope decodes");
+        let door: Vec<_> = sorted.kept.iter().map(|k| k.event.clone()).collect();
+        assert_eq!(events, door);
     }
 });
