@@ -166,8 +166,9 @@ pub async fn execute(
 }
 
 /// Runs `statements` one after the other as one result stream: a statement
-/// starts only once the previous one is drained, so memory is that of one
-/// statement at a time. They must all give the same columns.
+/// starts once the previous one is drained into the few
+/// batches the reader has not taken yet, so memory is that of about two
+/// statements at a time. They must all give the same columns.
 pub async fn execute_in_order(
     ctx: &SessionContext,
     statements: Vec<String>,
