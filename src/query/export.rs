@@ -195,7 +195,9 @@ pub const RAW_SLICE_ROWS: u64 = 64 * 1024;
 /// sort after the previous slice's (`action_day` is the UTC day of
 /// `timestamp`, and slices are cut on `timestamp`), so the concatenation is
 /// the span sorted, and sorting a slice at a time keeps memory to about
-/// `slice_rows` actions whatever the span or the size of its days. Files
+/// `slice_rows` actions (and the few batches of the last slice not yet
+/// written, [`super::execute_in_order`]) whatever the span or the size of
+/// its days. Files
 /// are kept in time order (ingest writes actions as they close; `compact`
 /// sorts by time), so a slice's predicate prunes pages by their statistics
 /// and each slice reads little more than its own rows.
