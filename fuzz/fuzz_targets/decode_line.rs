@@ -1,6 +1,7 @@
 //! One input line (a file line or a Kafka message), flat or envelope.
 //! Holds: a line decodes to events that re-encode to the same fields, or it
-//! is one dead letter with a reason and the line as its payload.
+//! is one dead letter with a reason and the line as its payload; and the
+//! decoder's fast path for flat lines gives what serde alone gives.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -33,6 +34,13 @@ const MAX_LINE: usize = 64 << 10;
 fuzz_target!(|line: &[u8]| {
     let mut events = Vec::new();
     let decoded = Decoder::new(MAX_LINE).decode(line, &mut events);
+    // The fast path for flat lines decodes exactly as serde alone does.
+    let mut by_serde = Vec::new();
+    let serde = Decoder::new(MAX_LINE)
+        .without_fast_path()
+        .decode(line, &mut by_serde);
+    assert_eq!(decoded, serde);
+    assert_eq!(events, by_serde);
     if let Err(e) = &decoded {
         assert!(!e.to_string().is_empty());
     }

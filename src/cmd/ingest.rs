@@ -242,6 +242,16 @@ struct Decoded {
 }
 
 impl Decoded {
+    /// Room for `lines` flat lines' events (an envelope holds more).
+    fn with_capacity(lines: u64) -> Self {
+        let lines = lines as usize;
+        Self {
+            events: Vec::with_capacity(lines),
+            event_lines: Vec::with_capacity(lines),
+            ..Self::default()
+        }
+    }
+
     /// Moves the events `bound` refuses to the bad lines, re-encoded (the
     /// line may have held other, good events).
     fn refuse_future(&mut self, bound: &mut DataBound, next: &[RequestEvent]) {
@@ -353,7 +363,7 @@ fn decode_lines(
         out.send(Ok(chunk)).is_ok()
     };
     let mut buf = Vec::with_capacity(4096);
-    let mut chunk = Decoded::default();
+    let mut chunk = Decoded::with_capacity(CHUNK_LINES);
     let mut line_no = 0u64;
     loop {
         let line = match reader.next_line(&mut buf) {
@@ -390,7 +400,10 @@ fn decode_lines(
             if !release(&mut held, &chunk.events) {
                 return;
             }
-            held = Some(mem::take(&mut chunk));
+            held = Some(mem::replace(
+                &mut chunk,
+                Decoded::with_capacity(CHUNK_LINES),
+            ));
         }
     }
     bar.set_position(reader.bytes_read());

@@ -18,6 +18,8 @@ use chrono::DateTime;
 use serde::Deserialize;
 
 use super::future;
+
+mod scan;
 use crate::event::{is_digest, Method, Micros, RequestEvent, RequestKind};
 
 /// Lines longer than this are rejected before parsing.
@@ -56,7 +58,7 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> DecodeError {
 }
 
 /// Union of the flat event and the notification envelope.
-#[derive(Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 struct Line<'a> {
     #[serde(borrow)]
     events: Option<Vec<EnvelopeEvent<'a>>>,
@@ -85,7 +87,7 @@ struct Line<'a> {
     id: Option<Cow<'a, str>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 struct EnvelopeEvent<'a> {
     #[serde(borrow)]
     id: Option<Cow<'a, str>>,
@@ -99,7 +101,7 @@ struct EnvelopeEvent<'a> {
     request: Option<Request<'a>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 struct Target<'a> {
     #[serde(borrow, rename = "mediaType")]
     media_type: Option<Cow<'a, str>>,
@@ -111,7 +113,7 @@ struct Target<'a> {
     tag: Option<Cow<'a, str>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 struct Request<'a> {
     #[serde(borrow)]
     addr: Option<Cow<'a, str>>,
@@ -124,28 +126,77 @@ struct Request<'a> {
 /// Decodes lines; interns the strings that repeat across events so a batch
 /// of actions shares one allocation per distinct namespace, repository and
 /// user agent.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Decoder {
     max_line_bytes: usize,
-    interned: foldhash::HashMap<Box<str>, Arc<str>>,
+    interned: Interned,
     /// `--max-future` against the wall clock (live input), and the clock read
     /// once per line.
     max_future: Option<Micros>,
     now: Micros,
+    /// Flat lines take [`scan::flat`] first; off only to compare the two.
+    fast_path: bool,
 }
 
-/// Interning stops growing past this many distinct strings; beyond it strings
-/// are allocated per event (bounded memory over unbounded input).
+/// Strings seen before, per field, each kept only once it passed that
+/// field's check: a hit skips the check and the allocation.
+#[derive(Debug, Default)]
+struct Interned {
+    /// Namespaces and repositories (one rule, [`check_name`]).
+    names: Cache<()>,
+    /// References, and whether each is a digest.
+    references: Cache<bool>,
+    digests: Cache<()>,
+    /// User agents and owners: nothing to check.
+    others: Cache<()>,
+}
+
+type Cache<T> = foldhash::HashMap<Arc<str>, T>;
+
+/// Each cache stops growing past this many distinct strings; beyond it
+/// strings are checked and allocated per event (bounded memory over
+/// unbounded input).
 const MAX_INTERNED: usize = 200_000;
+
+/// `s` from `cache`, or checked by `check` and added.
+fn cached<T: Copy>(
+    cache: &mut Cache<T>,
+    s: &str,
+    check: impl FnOnce(&str) -> Result<T, DecodeError>,
+) -> Result<(Arc<str>, T), DecodeError> {
+    if let Some((interned, value)) = cache.get_key_value(s) {
+        return Ok((interned.clone(), *value));
+    }
+    let value = check(s)?;
+    let interned: Arc<str> = Arc::from(s);
+    if cache.len() < MAX_INTERNED {
+        cache.insert(interned.clone(), value);
+    }
+    Ok((interned, value))
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_LINE_BYTES)
+    }
+}
 
 impl Decoder {
     pub fn new(max_line_bytes: usize) -> Self {
         Self {
             max_line_bytes,
-            interned: foldhash::HashMap::default(),
+            interned: Interned::default(),
             max_future: None,
             now: 0,
+            fast_path: true,
         }
+    }
+
+    /// Decodes every line with serde alone, for tests (and the fuzz target)
+    /// that require the fast path to decode exactly as serde does.
+    pub fn without_fast_path(mut self) -> Self {
+        self.fast_path = false;
+        self
     }
 
     /// Refuses events more than `bound` µs ahead of the wall clock (`None`:
@@ -171,8 +222,10 @@ impl Decoder {
         if text.is_empty() {
             return Err(DecodeError::Empty);
         }
-        let parsed: Line<'_> =
-            serde_json::from_str(text).map_err(|e| DecodeError::Json(e.to_string()))?;
+        let parsed = match self.fast_path.then(|| scan::flat(text)).flatten() {
+            Some(line) => line,
+            None => serde_json::from_str(text).map_err(|e| DecodeError::Json(e.to_string()))?,
+        };
         match parsed.events {
             Some(events) => self.decode_envelope(events, out),
             None => {
@@ -318,19 +371,25 @@ impl Decoder {
                 ));
             }
         }
-        check_name("namespace", f.namespace)?;
-        check_name("repository", f.repository)?;
-        check_reference(f.reference)?;
+        let names = &mut self.interned.names;
+        let (namespace, ()) = cached(names, f.namespace, |s| check_name("namespace", s))?;
+        let (repository, ()) = cached(names, f.repository, |s| check_name("repository", s))?;
+        let (reference, by_digest) = cached(&mut self.interned.references, f.reference, |r| {
+            check_reference(r).map(|()| is_digest(r))
+        })?;
         let ip = parse_addr(f.addr)?;
-        let by_digest = is_digest(f.reference);
         let digest = match f.digest {
             Some(d) if !d.is_empty() => {
-                if !is_digest(d) {
-                    return Err(invalid("digest", "not an algorithm:hex digest"));
-                }
-                self.intern(d)
+                cached(&mut self.interned.digests, d, |d| {
+                    if is_digest(d) {
+                        Ok(())
+                    } else {
+                        Err(invalid("digest", "not an algorithm:hex digest"))
+                    }
+                })?
+                .0
             }
-            _ if by_digest => self.intern(f.reference),
+            _ if by_digest => reference.clone(),
             // A 2xx manifest response always carries Docker-Content-Digest;
             // without it the action's digest could not be filled (spec §2).
             _ if (200..300).contains(&f.status) && f.kind == RequestKind::Manifest => {
@@ -338,31 +397,25 @@ impl Decoder {
             }
             _ => Arc::from(""),
         };
+        let others = &mut self.interned.others;
+        let mut other = |s: &str| cached(others, s, |_| Ok(())).map(|(s, ())| s);
         Ok(RequestEvent {
             timestamp: f.timestamp,
             method: f.method,
-            namespace: self.intern(f.namespace),
-            repository: self.intern(f.repository),
-            reference: self.intern(f.reference),
+            namespace,
+            repository,
+            reference,
             digest,
             status: f.status,
             ip,
-            user_agent: self.intern(f.user_agent),
-            owner: f.owner.filter(|o| !o.is_empty()).map(|o| self.intern(o)),
+            user_agent: other(f.user_agent)?,
+            owner: match f.owner.filter(|o| !o.is_empty()) {
+                Some(o) => Some(other(o)?),
+                None => None,
+            },
             kind: f.kind,
             id: f.id.filter(|i| !i.is_empty()).map(Box::from),
         })
-    }
-
-    fn intern(&mut self, s: &str) -> Arc<str> {
-        if let Some(a) = self.interned.get(s) {
-            return a.clone();
-        }
-        let a: Arc<str> = Arc::from(s);
-        if self.interned.len() < MAX_INTERNED {
-            self.interned.insert(s.into(), a.clone());
-        }
-        a
     }
 }
 
@@ -428,6 +481,9 @@ pub fn parse_timestamp(s: &str) -> Result<Micros, DecodeError> {
 /// IPv4 client they wrap, so one client is one key whichever way it came.
 pub fn parse_addr(addr: &str) -> Result<IpAddr, DecodeError> {
     let addr = addr.trim();
+    if let Some(ip) = plain_v4(addr.as_bytes()) {
+        return Ok(IpAddr::V4(ip));
+    }
     let bad = || invalid("remote_addr", "not an IP address (optionally with port)");
     let ip = if let Ok(ip) = addr.parse::<IpAddr>() {
         ip
@@ -445,6 +501,46 @@ pub fn parse_addr(addr: &str) -> Result<IpAddr, DecodeError> {
         IpAddr::V4(host.parse::<Ipv4Addr>().map_err(|_| bad())?)
     };
     Ok(ip.to_canonical())
+}
+
+/// The common case of [`parse_addr`] in one pass: `a.b.c.d` or
+/// `a.b.c.d:port`, in digits only, no octet with a leading zero. `None`
+/// leaves anything else (and anything wrong) to the full parse, which
+/// accepts all this does, with the same result.
+fn plain_v4(s: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut at = 0;
+    for (i, octet) in octets.iter_mut().enumerate() {
+        if i > 0 {
+            (*s.get(at)? == b'.').then_some(())?;
+            at += 1;
+        }
+        let digits = s[at..]
+            .iter()
+            .take(4)
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        if digits == 0 || digits > 3 || (digits > 1 && s[at] == b'0') {
+            return None;
+        }
+        let value = s[at..at + digits]
+            .iter()
+            .fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+        *octet = u8::try_from(value).ok()?;
+        at += digits;
+    }
+    match &s[at..] {
+        [] => {}
+        [b':', port @ ..] => {
+            if port.is_empty() || port.len() > 5 || !port.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let value = port.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
+            u16::try_from(value).ok()?;
+        }
+        _ => return None,
+    }
+    Some(Ipv4Addr::from(octets))
 }
 
 fn is_port(p: &str) -> bool {
@@ -660,6 +756,82 @@ mod tests {
         assert!(!is_manifest_media_type(
             "application/vnd.oci.image.config.v1+json"
         ));
+    }
+
+    /// `plain_v4` takes only what the full parse takes, to the same address,
+    /// and takes the usual forms.
+    #[test]
+    fn the_quick_ipv4_parse_agrees_with_the_full_one() {
+        for (s, quick) in [
+            ("1.2.3.4", true),
+            ("0.0.0.0:0", true),
+            ("255.255.255.255:65535", true),
+            ("10.0.0.1:080", true),
+            ("1.2.3.4:65536", false),
+            ("1.2.3.4:+80", false),
+            ("1.2.3.4:", false),
+            ("256.1.1.1", false),
+            ("01.2.3.4", false),
+            ("1.2.3", false),
+            ("1.2.3.4.5", false),
+            ("1.2.3.4 ", false),
+            ("1.2.3.4:1:2", false),
+            ("1234.1.1.1", false),
+            ("::ffff:1.2.3.4", false),
+        ] {
+            let got = plain_v4(s.as_bytes());
+            assert_eq!(got.is_some(), quick, "{s}");
+            if let Some(ip) = got {
+                assert_eq!(parse_addr(s), Ok(IpAddr::V4(ip)), "{s}");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Lines of the generator, each cut, spliced or given a stray byte:
+        /// the fast path decodes (or refuses) every one exactly as serde
+        /// alone does, error text included.
+        #[test]
+        fn the_fast_path_decodes_as_serde_does(
+            seed in 0u64..1000,
+            edit in 0usize..4,
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+            len in 0usize..40,
+            byte in proptest::sample::select(b"\"\\ ,:{}[]0-.eu\t\x01nx".to_vec()),
+        ) {
+            let cfg = crate::gen::GenConfig {
+                events: 4,
+                seed,
+                start: chrono::NaiveDate::from_ymd_opt(2026, 1, 1).expect("date"),
+                days: 1,
+                format: crate::gen::Format::Flat,
+                bad_ratio: 0.2,
+            };
+            let mut lines = Vec::new();
+            crate::gen::generate(cfg, &mut lines).expect("generate");
+            for line in lines.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                let mut line = line.to_vec();
+                let i = at.index(line.len());
+                match edit {
+                    0 => {}
+                    1 => line.truncate(i),
+                    2 => {
+                        line.drain(i..(i + len).min(line.len()));
+                    }
+                    _ => line.insert(i, byte),
+                }
+                let (mut fast, mut slow) = (Vec::new(), Vec::new());
+                let a = Decoder::new(DEFAULT_MAX_LINE_BYTES).decode(&line, &mut fast);
+                let b = Decoder::new(DEFAULT_MAX_LINE_BYTES)
+                    .without_fast_path()
+                    .decode(&line, &mut slow);
+                let text = String::from_utf8_lossy(&line);
+                proptest::prop_assert_eq!(a, b, "{}", text);
+                proptest::prop_assert_eq!(fast, slow, "{}", text);
+            }
+        }
     }
 }
 
