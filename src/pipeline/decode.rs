@@ -379,6 +379,8 @@ impl Decoder {
         })?;
         let ip = parse_addr(f.addr)?;
         let digest = match f.digest {
+            // A pull by digest names it twice: one lookup.
+            Some(d) if by_digest && d == f.reference => reference.clone(),
             Some(d) if !d.is_empty() => {
                 cached(&mut self.interned.digests, d, |d| {
                     if is_digest(d) {
@@ -472,9 +474,61 @@ fn parse_method(m: &str) -> Result<Method, DecodeError> {
 /// RFC 3339 → microseconds since the epoch (UTC). Sub-microsecond digits are
 /// truncated.
 pub fn parse_timestamp(s: &str) -> Result<Micros, DecodeError> {
+    if let Some(micros) = plain_utc(s.as_bytes()) {
+        return Ok(micros);
+    }
     DateTime::parse_from_rfc3339(s.trim())
         .map(|t| t.timestamp_micros())
         .map_err(|e| invalid("timestamp", format!("not RFC 3339 ({e})")))
+}
+
+/// The common case of [`parse_timestamp`] in one pass:
+/// `YYYY-MM-DDTHH:MM:SS[.f…]Z` with 1 to 9 fraction digits, a real date and
+/// no leap second. `None` leaves anything else to chrono, which accepts all
+/// this does, to the same instant.
+fn plain_utc(s: &[u8]) -> Option<Micros> {
+    let [y0, y1, y2, y3, b'-', mo0, mo1, b'-', d0, d1, b'T', h0, h1, b':', mi0, mi1, b':', s0, s1, rest @ ..] =
+        s
+    else {
+        return None;
+    };
+    let num = |digits: &[u8]| {
+        digits.iter().try_fold(0i64, |n, &d| {
+            d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0'))
+        })
+    };
+    let year = num(&[*y0, *y1, *y2, *y3])?;
+    let month = num(&[*mo0, *mo1])?;
+    let day = num(&[*d0, *d1])?;
+    let (hour, minute, second) = (num(&[*h0, *h1])?, num(&[*mi0, *mi1])?, num(&[*s0, *s1])?);
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if day < 1 || day > month_days || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let fraction = match rest {
+        [b'Z'] => 0,
+        [b'.', digits @ .., b'Z'] if (1..=9).contains(&digits.len()) => {
+            let six = &digits[..digits.len().min(6)];
+            num(six)? * 10i64.pow(6 - six.len() as u32) + num(&digits[six.len()..]).map(|_| 0)?
+        }
+        _ => return None,
+    };
+    // Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
+    // days_from_civil).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    Some(((days * 24 + hour) * 60 + minute) * 60_000_000 + second * 1_000_000 + fraction)
 }
 
 /// `ip`, `ip:port`, `[v6]:port` → the IP. IPv4-mapped IPv6 addresses are the
@@ -783,6 +837,58 @@ mod tests {
             assert_eq!(got.is_some(), quick, "{s}");
             if let Some(ip) = got {
                 assert_eq!(parse_addr(s), Ok(IpAddr::V4(ip)), "{s}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_quick_timestamp_parse_knows_the_calendar() {
+        for (s, quick) in [
+            ("2026-11-02T00:00:00.000000Z", true),
+            ("2024-02-29T23:59:59.999999999Z", true),
+            ("2000-02-29T00:00:00Z", true),
+            ("1900-02-29T00:00:00Z", false),
+            ("2100-02-29T00:00:00Z", false),
+            ("2026-02-29T00:00:00Z", false),
+            ("2026-04-31T00:00:00Z", false),
+            ("1969-12-31T23:59:59.5Z", true),
+            ("0000-01-01T00:00:00Z", true),
+            ("2026-12-31T23:59:60Z", false),
+            ("2026-11-02t00:00:00Z", false),
+            ("2026-11-02T00:00:00+00:00", false),
+        ] {
+            let got = plain_utc(s.as_bytes());
+            assert_eq!(got.is_some(), quick, "{s}");
+            if let Some(micros) = got {
+                let chrono = DateTime::parse_from_rfc3339(s).map(|t| t.timestamp_micros());
+                assert_eq!(chrono, Ok(micros), "{s}");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+
+        /// `plain_utc` takes only what chrono takes, to the same instant.
+        #[test]
+        fn the_quick_timestamp_parse_agrees_with_chrono(
+            year in 0u32..10_000,
+            month in 0u32..14,
+            day in 0u32..33,
+            hour in 0u32..25,
+            minute in 0u32..61,
+            second in 0u32..62,
+            fraction in "(\\.[0-9]{0,11})?",
+            zone in proptest::sample::select(vec!["Z", "z", "+00:00", "", "Z "]),
+        ) {
+            let s = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}{fraction}{zone}");
+            let chrono = DateTime::parse_from_rfc3339(&s).ok().map(|t| t.timestamp_micros());
+            match plain_utc(s.as_bytes()) {
+                Some(micros) => proptest::prop_assert_eq!(Some(micros), chrono, "{}", s),
+                None => proptest::prop_assert!(
+                    zone != "Z" || chrono.is_none() || second == 60 || fraction.len() > 10,
+                    "{} is left to chrono", s
+                ),
             }
         }
     }

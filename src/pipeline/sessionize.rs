@@ -160,20 +160,26 @@ impl OpenSession {
 
 /// An event waiting for the watermark, in canonical decision order: time,
 /// then HEAD before GET, tag before digest, then content, then arrival.
+/// The heap moves these on every push and pop, so the event is boxed and
+/// what the usual comparison needs sits beside the box.
 #[derive(Debug)]
 struct Pending {
+    timestamp: Micros,
     seq: u64,
-    /// `event.by_digest()`, computed once: the heap compares often.
+    method: Method,
+    /// `event.by_digest()`, computed once.
     by_digest: bool,
-    event: RequestEvent,
+    event: Box<RequestEvent>,
 }
 
 impl Pending {
     fn new(seq: u64, event: RequestEvent) -> Self {
         Self {
+            timestamp: event.timestamp,
             seq,
+            method: event.method,
             by_digest: event.by_digest(),
-            event,
+            event: Box::new(event),
         }
     }
 }
@@ -201,9 +207,9 @@ impl Ord for Pending {
                 x.cmp(y)
             }
         };
-        a.timestamp
-            .cmp(&b.timestamp)
-            .then(a.method.cmp(&b.method))
+        self.timestamp
+            .cmp(&other.timestamp)
+            .then(self.method.cmp(&other.method))
             .then(self.by_digest.cmp(&other.by_digest))
             .then_with(|| same(&a.reference, &b.reference))
             .then_with(|| same(&a.digest, &b.digest))
@@ -299,7 +305,7 @@ impl Sessionizer {
         let mut pending: Vec<_> = self
             .pending
             .iter()
-            .map(|Reverse(p)| (p.seq, p.event.clone()))
+            .map(|Reverse(p)| (p.seq, (*p.event).clone()))
             .collect();
         pending.sort_by_key(|(seq, _)| *seq);
         let mut open: Vec<_> = self.open.values().cloned().collect();
@@ -371,7 +377,7 @@ impl Sessionizer {
     /// a finite input.
     pub fn finish(&mut self, out: &mut Vec<Action>) {
         while let Some(Reverse(p)) = self.pending.pop() {
-            self.decide(p.event, out);
+            self.decide(*p.event, out);
         }
         let mut rest: Vec<_> = self.open.drain().map(|(_, s)| s.action).collect();
         rest.sort_by_key(|a| a.timestamp);
@@ -386,10 +392,10 @@ impl Sessionizer {
         while self
             .pending
             .peek()
-            .is_some_and(|Reverse(p)| p.event.timestamp < w)
+            .is_some_and(|Reverse(p)| p.timestamp < w)
         {
             if let Some(Reverse(p)) = self.pending.pop() {
-                self.decide(p.event, out);
+                self.decide(*p.event, out);
             }
         }
         // No event at or after `w` can continue a session idle since before

@@ -453,6 +453,8 @@ fn batch_writer(path: &Location, table: &DeltaTable) -> Result<RecordBatchWriter
 
 /// `batch` cut by the value of its partition column, in the order the
 /// values first appear; one piece, the batch itself, when it holds one day.
+/// Rows in time order hold each day in one run: those pieces are slices of
+/// the batch, not copies.
 fn by_day(batch: RecordBatch) -> Result<Vec<(String, RecordBatch)>, arrow::error::ArrowError> {
     use arrow::array::{Array, AsArray, BooleanArray};
     let Ok(i) = batch.schema().index_of(PARTITION_COLUMN) else {
@@ -461,15 +463,29 @@ fn by_day(batch: RecordBatch) -> Result<Vec<(String, RecordBatch)>, arrow::error
     let column = arrow::compute::cast(batch.column(i), &arrow::datatypes::DataType::Utf8)?;
     let days = column.as_string::<i32>();
     let day = |r: usize| (!days.is_null(r)).then(|| days.value(r));
-    let first = day(0);
-    if (1..days.len()).all(|r| day(r) == first) {
-        return Ok(vec![(first.unwrap_or_default().to_owned(), batch)]);
+    // (day, first row, rows) of each run of equal days.
+    let mut runs: Vec<(Option<&str>, usize, usize)> = Vec::new();
+    for r in 0..days.len() {
+        match runs.last_mut() {
+            Some((d, _, rows)) if *d == day(r) => *rows += 1,
+            _ => runs.push((day(r), r, 1)),
+        }
+    }
+    let name = |d: Option<&str>| d.unwrap_or_default().to_owned();
+    if let [(d, _, _)] = runs[..] {
+        return Ok(vec![(name(d), batch)]);
     }
     let mut seen: Vec<Option<&str>> = Vec::new();
-    for r in 0..days.len() {
-        if !seen.contains(&day(r)) {
-            seen.push(day(r));
+    for &(d, _, _) in &runs {
+        if !seen.contains(&d) {
+            seen.push(d);
         }
+    }
+    if seen.len() == runs.len() {
+        return Ok(runs
+            .into_iter()
+            .map(|(d, first, rows)| (name(d), batch.slice(first, rows)))
+            .collect());
     }
     seen.into_iter()
         .map(|d| {
@@ -744,6 +760,43 @@ mod tests {
             ],
         )
         .expect("batch")
+    }
+
+    #[test]
+    fn a_batch_is_cut_by_day_in_the_order_days_first_appear() {
+        let pieces = |days: &[&str]| -> Vec<(String, Vec<String>)> {
+            by_day(rejected(days))
+                .expect("cut")
+                .into_iter()
+                .map(|(day, piece)| {
+                    let column = piece.column(0).as_any().downcast_ref::<StringArray>();
+                    let rows = column
+                        .expect("days")
+                        .iter()
+                        .map(|d| d.unwrap_or("").to_owned());
+                    (day, rows.collect())
+                })
+                .collect()
+        };
+        let d = |day: &str, rows: usize| (day.to_owned(), vec![day.to_owned(); rows]);
+        // One day: the batch itself.
+        assert_eq!(pieces(&["2026-11-02"; 3]), [d("2026-11-02", 3)]);
+        // Runs in time order: slices.
+        assert_eq!(
+            pieces(&[
+                "2026-11-02",
+                "2026-11-02",
+                "2026-11-03",
+                "2026-11-04",
+                "2026-11-04"
+            ]),
+            [d("2026-11-02", 2), d("2026-11-03", 1), d("2026-11-04", 2)]
+        );
+        // A day that comes back: gathered.
+        assert_eq!(
+            pieces(&["2026-11-03", "2026-11-02", "2026-11-03", "2026-11-02"]),
+            [d("2026-11-03", 2), d("2026-11-02", 2)]
+        );
     }
 
     #[tokio::test]
