@@ -3,17 +3,46 @@
 //! reason; each kept event's forward-mode message decodes alone to the
 //! manifest request the door decoded, and direct mode's envelope of every
 //! kept event decodes to those requests in order (what a rewind or a
-//! restart hands the engine instead of the door's requests).
+//! restart hands the engine instead of the door's requests); and the
+//! decoder's fast path sorts the body as serde alone does.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pullstats::event::RequestKind;
+use pullstats::event::{RequestEvent, RequestKind};
 use pullstats::pipeline::decode::Decoder;
-use pullstats::serve::receive::{envelope, sort};
+use pullstats::serve::receive::{envelope, sort, Sorted};
+
+/// What `sort` made of a body, comparable.
+type Outcome = Result<
+    (
+        Vec<(String, RequestEvent)>,
+        u64,
+        u64,
+        Vec<(String, Vec<u8>)>,
+    ),
+    String,
+>;
+
+fn outcome(sorted: &Result<Sorted<'_>, String>) -> Outcome {
+    let sorted = sorted.as_ref().map_err(Clone::clone)?;
+    let kept = sorted
+        .kept
+        .iter()
+        .map(|k| (k.raw.to_owned(), k.event.clone()));
+    let bad = sorted
+        .bad
+        .iter()
+        .map(|b| (b.reason.clone(), b.payload.clone()));
+    Ok((kept.collect(), sorted.blob, sorted.not_pull, bad.collect()))
+}
 
 fuzz_target!(|body: &[u8]| {
     let mut decoder = Decoder::new(1 << 20);
-    let Ok(sorted) = sort(body, &mut decoder) else {
+    let sorted = sort(body, &mut decoder);
+    // The decoder's fast path sorts the body exactly as serde alone does.
+    let by_serde = sort(body, &mut Decoder::new(1 << 20).without_fast_path());
+    assert_eq!(outcome(&sorted), outcome(&by_serde));
+    let Ok(sorted) = sorted else {
         return; // the whole body is one dead letter with that reason
     };
     let total = sorted.kept.len() as u64 + sorted.blob + sorted.not_pull + sorted.bad.len() as u64;

@@ -87,7 +87,7 @@ struct Line<'a> {
     id: Option<Cow<'a, str>>,
 }
 
-#[derive(Debug, PartialEq, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 struct EnvelopeEvent<'a> {
     #[serde(borrow)]
     id: Option<Cow<'a, str>>,
@@ -101,7 +101,7 @@ struct EnvelopeEvent<'a> {
     request: Option<Request<'a>>,
 }
 
-#[derive(Debug, PartialEq, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 struct Target<'a> {
     #[serde(borrow, rename = "mediaType")]
     media_type: Option<Cow<'a, str>>,
@@ -113,7 +113,7 @@ struct Target<'a> {
     tag: Option<Cow<'a, str>>,
 }
 
-#[derive(Debug, PartialEq, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 struct Request<'a> {
     #[serde(borrow)]
     addr: Option<Cow<'a, str>>,
@@ -222,7 +222,7 @@ impl Decoder {
         if text.is_empty() {
             return Err(DecodeError::Empty);
         }
-        let parsed = match self.fast_path.then(|| scan::flat(text)).flatten() {
+        let parsed = match self.fast_path.then(|| scan::line(text)).flatten() {
             Some(line) => line,
             None => serde_json::from_str(text).map_err(|e| DecodeError::Json(e.to_string()))?,
         };
@@ -247,8 +247,10 @@ impl Decoder {
     /// with each event of a body it has split.
     pub fn decode_event(&mut self, event: &str) -> Result<RequestEvent, DecodeError> {
         self.read_clock();
-        let parsed: EnvelopeEvent<'_> =
-            serde_json::from_str(event).map_err(|e| DecodeError::Json(e.to_string()))?;
+        let parsed = match self.fast_path.then(|| scan::event(event)).flatten() {
+            Some(parsed) => parsed,
+            None => serde_json::from_str(event).map_err(|e| DecodeError::Json(e.to_string()))?,
+        };
         self.decode_envelope_event(parsed)
     }
 
@@ -896,9 +898,10 @@ mod tests {
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
 
-        /// Lines of the generator, each cut, spliced or given a stray byte:
-        /// the fast path decodes (or refuses) every one exactly as serde
-        /// alone does, error text included.
+        /// Lines of the generator (flat and envelopes), each cut, spliced or
+        /// given a stray byte, and an envelope's event on its own: the fast
+        /// path decodes (or refuses) every one exactly as serde alone does,
+        /// error text included.
         #[test]
         fn the_fast_path_decodes_as_serde_does(
             seed in 0u64..1000,
@@ -906,13 +909,18 @@ mod tests {
             at in proptest::prelude::any::<proptest::sample::Index>(),
             len in 0usize..40,
             byte in proptest::sample::select(b"\"\\ ,:{}[]0-.eu\t\x01nx".to_vec()),
+            envelopes in proptest::prelude::any::<bool>(),
         ) {
             let cfg = crate::gen::GenConfig {
                 events: 4,
                 seed,
                 start: chrono::NaiveDate::from_ymd_opt(2026, 1, 1).expect("date"),
                 days: 1,
-                format: crate::gen::Format::Flat,
+                format: if envelopes {
+                    crate::gen::Format::Distribution
+                } else {
+                    crate::gen::Format::Flat
+                },
                 bad_ratio: 0.2,
             };
             let mut lines = Vec::new();
@@ -936,6 +944,15 @@ mod tests {
                 let text = String::from_utf8_lossy(&line);
                 proptest::prop_assert_eq!(a, b, "{}", text);
                 proptest::prop_assert_eq!(fast, slow, "{}", text);
+                // What `serve` decodes: the envelope's one event on its own.
+                let event = text.strip_prefix("{\"events\":[").and_then(|t| t.strip_suffix("]}"));
+                if let Some(event) = event {
+                    let a = Decoder::new(DEFAULT_MAX_LINE_BYTES).decode_event(event);
+                    let b = Decoder::new(DEFAULT_MAX_LINE_BYTES)
+                        .without_fast_path()
+                        .decode_event(event);
+                    proptest::prop_assert_eq!(a, b, "{}", event);
+                }
             }
         }
     }

@@ -1,66 +1,67 @@
-//! The fast path of [`super::Decoder::decode`] for flat lines: one pass over
-//! the bytes straight into [`Line`], without serde's per-field machinery.
+//! The fast path of [`super::Decoder`]: one pass over the bytes straight
+//! into [`Line`] (a flat event or an envelope) or [`EnvelopeEvent`] (one
+//! event `serve` split from a body), without serde's per-field machinery.
 //!
-//! It takes only what it is sure of: an object of the flat event's own keys,
-//! each once, whose values are strings (with the short escapes), `null`, or a
-//! plain integer `status`. Anything else (an envelope, a key it does not
-//! know, a `\u` escape, a number of another form, a syntax error) is `None`,
-//! and the line goes to serde, which decodes it or names what is wrong. So
-//! for any line this returns `Some` for, serde returns the same fields
-//! (checked by `fast_path_agrees_with_serde` below and by the `decode_line`
-//! fuzz target): the errors and the dead letters stay serde's.
+//! It takes only what it is sure of: objects whose known keys come once,
+//! with strings (with the short escapes) or `null` for values, a plain
+//! integer `status`; other keys' values are skipped when they are strings,
+//! literals, integers, or objects and arrays of them a few levels deep.
+//! Anything else (a `\u` escape, a number of another form, deeper nesting,
+//! a syntax error) is `None`, and the text goes to serde, which decodes it
+//! or names what is wrong. So for any text this returns `Some` for, serde
+//! returns the same fields (checked by the tests below, the decoder's, and
+//! the `decode_line` and `notification_body` fuzz targets): the errors and
+//! the dead letters stay serde's.
 
 use std::borrow::Cow;
 
-use super::Line;
+use super::{EnvelopeEvent, Line, Request, Target};
 
-pub(super) fn flat(text: &str) -> Option<Line<'_>> {
+/// A whole line: a flat event, an envelope, or (as serde allows) both.
+pub(super) fn line(text: &str) -> Option<Line<'_>> {
     let mut s = Scanner { text, at: 0 };
     let mut line = Line::default();
     // Which keys were seen: serde refuses a repeated field, even after `null`.
     let mut seen = 0u16;
     s.whitespace();
-    s.expect(b'{')?;
-    s.whitespace();
-    if s.peek()? == b'}' {
-        s.at += 1;
-    } else {
-        loop {
-            let key = s.key()?;
-            s.whitespace();
-            s.expect(b':')?;
-            s.whitespace();
-            if key == "status" {
+    s.object(|s, key| {
+        let (bit, slot) = match key {
+            "timestamp" => (0, &mut line.timestamp),
+            "method" => (1, &mut line.method),
+            "namespace" => (2, &mut line.namespace),
+            "repository" => (3, &mut line.repository),
+            "reference" => (4, &mut line.reference),
+            "digest" => (5, &mut line.digest),
+            "remote_addr" => (6, &mut line.remote_addr),
+            "user_agent" => (7, &mut line.user_agent),
+            "owner" => (8, &mut line.owner),
+            "media_type" => (9, &mut line.media_type),
+            "id" => (10, &mut line.id),
+            "status" => {
                 first(&mut seen, 11)?;
                 line.status = s.status()?;
-            } else {
-                let (bit, slot) = match key {
-                    "timestamp" => (0, &mut line.timestamp),
-                    "method" => (1, &mut line.method),
-                    "namespace" => (2, &mut line.namespace),
-                    "repository" => (3, &mut line.repository),
-                    "reference" => (4, &mut line.reference),
-                    "digest" => (5, &mut line.digest),
-                    "remote_addr" => (6, &mut line.remote_addr),
-                    "user_agent" => (7, &mut line.user_agent),
-                    "owner" => (8, &mut line.owner),
-                    "media_type" => (9, &mut line.media_type),
-                    "id" => (10, &mut line.id),
-                    _ => return None,
-                };
-                first(&mut seen, bit)?;
-                *slot = s.string()?;
+                return Some(());
             }
-            s.whitespace();
-            match s.next()? {
-                b',' => s.whitespace(),
-                b'}' => break,
-                _ => return None,
+            "events" => {
+                first(&mut seen, 12)?;
+                line.events = s.nullable(Scanner::events)?;
+                return Some(());
             }
-        }
-    }
+            _ => return s.skip(0),
+        };
+        first(&mut seen, bit)?;
+        *slot = s.string()?;
+        Some(())
+    })?;
+    s.end().then_some(line)
+}
+
+/// One event of an envelope, given as its own text (what `serve` splits).
+pub(super) fn event(text: &str) -> Option<EnvelopeEvent<'_>> {
+    let mut s = Scanner { text, at: 0 };
     s.whitespace();
-    (s.at == text.len()).then_some(line)
+    let event = s.event()?;
+    s.end().then_some(event)
 }
 
 /// Marks key `bit` seen; `None` when it was already.
@@ -95,6 +96,170 @@ impl<'a> Scanner<'a> {
 
     fn expect(&mut self, want: u8) -> Option<()> {
         (self.next()? == want).then_some(())
+    }
+
+    /// Only whitespace is left.
+    fn end(&mut self) -> bool {
+        self.whitespace();
+        self.at == self.text.len()
+    }
+
+    /// An object: `field` reads the value of each key (the scanner stands
+    /// at it); `None` from it, or a syntax error, is `None`.
+    fn object(&mut self, mut field: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
+        self.expect(b'{')?;
+        self.whitespace();
+        if self.peek()? == b'}' {
+            self.at += 1;
+            return Some(());
+        }
+        loop {
+            let key = self.key()?;
+            self.whitespace();
+            self.expect(b':')?;
+            self.whitespace();
+            field(self, key)?;
+            self.whitespace();
+            match self.next()? {
+                b',' => self.whitespace(),
+                b'}' => return Some(()),
+                _ => return None,
+            }
+        }
+    }
+
+    /// `null` (`None`), or what `value` reads.
+    fn nullable<T>(&mut self, value: impl FnOnce(&mut Self) -> Option<T>) -> Option<Option<T>> {
+        if self.null() {
+            return Some(None);
+        }
+        value(self).map(Some)
+    }
+
+    /// A value nobody reads, checked as serde would: strings, literals,
+    /// integers, and objects and arrays of them a few levels deep (serde's
+    /// own limit is far deeper). Fractions and exponents go to serde.
+    fn skip(&mut self, depth: u8) -> Option<()> {
+        const DEEPEST: u8 = 8;
+        match self.peek()? {
+            b'"' => self.string().map(drop),
+            b'{' if depth < DEEPEST => self.object(|s, _| s.skip(depth + 1)),
+            b'[' if depth < DEEPEST => {
+                self.at += 1;
+                self.whitespace();
+                if self.peek()? == b']' {
+                    self.at += 1;
+                    return Some(());
+                }
+                loop {
+                    self.skip(depth + 1)?;
+                    self.whitespace();
+                    match self.next()? {
+                        b',' => self.whitespace(),
+                        b']' => return Some(()),
+                        _ => return None,
+                    }
+                }
+            }
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'-' | b'0'..=b'9' => {
+                if self.peek()? == b'-' {
+                    self.at += 1;
+                }
+                self.integer().map(drop)
+            }
+            _ => None,
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        self.bytes()[self.at..]
+            .starts_with(word)
+            .then(|| self.at += word.len())
+    }
+
+    /// `[event, …]`.
+    fn events(&mut self) -> Option<Vec<EnvelopeEvent<'a>>> {
+        self.expect(b'[')?;
+        self.whitespace();
+        let mut events = Vec::new();
+        if self.peek()? == b']' {
+            self.at += 1;
+            return Some(events);
+        }
+        loop {
+            events.push(self.event()?);
+            self.whitespace();
+            match self.next()? {
+                b',' => self.whitespace(),
+                b']' => return Some(events),
+                _ => return None,
+            }
+        }
+    }
+
+    fn event(&mut self) -> Option<EnvelopeEvent<'a>> {
+        let mut event = EnvelopeEvent::default();
+        let mut seen = 0u16;
+        self.object(|s, key| {
+            let (bit, slot) = match key {
+                "id" => (0, &mut event.id),
+                "timestamp" => (1, &mut event.timestamp),
+                "action" => (2, &mut event.action),
+                "target" => {
+                    first(&mut seen, 3)?;
+                    event.target = s.nullable(Scanner::target)?;
+                    return Some(());
+                }
+                "request" => {
+                    first(&mut seen, 4)?;
+                    event.request = s.nullable(Scanner::request)?;
+                    return Some(());
+                }
+                _ => return s.skip(1),
+            };
+            first(&mut seen, bit)?;
+            *slot = s.string()?;
+            Some(())
+        })?;
+        Some(event)
+    }
+
+    fn target(&mut self) -> Option<Target<'a>> {
+        let mut target = Target::default();
+        let mut seen = 0u16;
+        self.object(|s, key| {
+            let (bit, slot) = match key {
+                "mediaType" => (0, &mut target.media_type),
+                "digest" => (1, &mut target.digest),
+                "repository" => (2, &mut target.repository),
+                "tag" => (3, &mut target.tag),
+                _ => return s.skip(2),
+            };
+            first(&mut seen, bit)?;
+            *slot = s.string()?;
+            Some(())
+        })?;
+        Some(target)
+    }
+
+    fn request(&mut self) -> Option<Request<'a>> {
+        let mut request = Request::default();
+        let mut seen = 0u16;
+        self.object(|s, key| {
+            let (bit, slot) = match key {
+                "addr" => (0, &mut request.addr),
+                "method" => (1, &mut request.method),
+                "useragent" => (2, &mut request.useragent),
+                _ => return s.skip(2),
+            };
+            first(&mut seen, bit)?;
+            *slot = s.string()?;
+            Some(())
+        })?;
+        Some(request)
     }
 
     /// JSON's whitespace: space, tab, LF, CR.
@@ -172,25 +337,31 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// `status`: `null`, or an integer as JSON writes one (no sign, no
-    /// leading zero, no fraction or exponent, which the caller's next-byte
-    /// check refuses) that fits a `u16`.
+    /// `status`: `null`, or an integer that fits a `u16`.
     fn status(&mut self) -> Option<Option<u16>> {
         if self.null() {
             return Some(None);
         }
+        u16::try_from(self.integer()?).ok().map(Some)
+    }
+
+    /// An integer as JSON writes one: no sign (the caller reads a `-`), no
+    /// leading zero, at most 9 digits; a fraction or exponent after it is
+    /// refused by the caller's next-byte check.
+    fn integer(&mut self) -> Option<u32> {
         let start = self.at;
         while matches!(self.peek(), Some(b'0'..=b'9')) {
             self.at += 1;
         }
         let digits = &self.bytes()[start..self.at];
-        if digits.is_empty() || digits.len() > 5 || (digits.len() > 1 && digits[0] == b'0') {
+        if digits.is_empty() || digits.len() > 9 || (digits.len() > 1 && digits[0] == b'0') {
             return None;
         }
-        let value = digits
-            .iter()
-            .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
-        u16::try_from(value).ok().map(Some)
+        Some(
+            digits
+                .iter()
+                .fold(0u32, |n, d| n * 10 + u32::from(d - b'0')),
+        )
     }
 }
 
@@ -231,10 +402,17 @@ mod tests {
 
     const LINE: &str = r#"{"timestamp":"2026-11-02T00:00:00.000000Z","method":"HEAD","namespace":"apache","repository":"api","reference":"9","digest":"sha256:e5ea6b10cd78d029aec29ed10f10742d3eb825cdea216ff592dac30c517c8570","status":200,"remote_addr":"149.101.100.10","user_agent":"docker/27.3.1 UpstreamClient(Docker-Client/27.3.1 \\(linux\\))","owner":"Apache Org","media_type":"application/vnd.docker.distribution.manifest.v2+json"}"#;
 
+    const EVENT: &str = r#"{"action":"pull","actor":{},"id":"7be9aec55ae592d8-00000001","request":{"addr":"149.101.100.10:9532","host":"registry.example.test","id":"15251cd23c63a8b5","method":"GET","useragent":"containerd/1.7.22"},"source":{"addr":"registry-0:5000","instanceID":"6c2a9b1e-0f0d-4e59-9d4f-2b1c1a7e5d3c"},"target":{"digest":"sha256:e5ea6b10cd78d029aec29ed10f10742d3eb825cdea216ff592dac30c517c8570","length":1752,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","repository":"apache/api","size":1752,"tag":"9","url":"https://registry.example.test/v2/apache/api/manifests/9"},"timestamp":"2026-11-02T00:00:00.000000088Z"}"#;
+
     #[test]
-    fn a_generated_line_takes_the_fast_path() {
-        let line = flat(LINE).expect("fast path");
-        assert_eq!(Some(line), serde(LINE));
+    fn generated_lines_and_events_take_the_fast_path() {
+        assert_eq!(Some(line(LINE).expect("flat")), serde(LINE));
+        let envelope = format!(r#"{{"events":[{EVENT}, {EVENT}]}}"#);
+        let fast = line(&envelope).expect("envelope");
+        assert_eq!(fast.events.as_ref().map(Vec::len), Some(2));
+        assert_eq!(Some(fast), serde(&envelope));
+        let fast = event(EVENT).expect("event");
+        assert_eq!(Some(fast), serde_json::from_str(EVENT).ok());
     }
 
     #[test]
@@ -261,8 +439,6 @@ mod tests {
     #[test]
     fn what_the_fast_path_leaves_to_serde() {
         for text in [
-            r#"{"events":[]}"#,
-            r#"{"status":200,"unknown":1}"#,
             r#"{"user_agent":"\u0041"}"#,
             r#"{"status":2e2}"#,
             r#"{"status":200.0}"#,
@@ -277,63 +453,105 @@ mod tests {
             r#"{"method":1}"#,
             r#"{"method":"GET""#,
             r#"{"meth\"od":"GET"}"#,
+            r#"{"other":1.5}"#,
+            r#"{"other":-}"#,
+            r#"{"other":tru}"#,
+            r#"{"other":[[[[[[[[[1]]]]]]]]]}"#,
+            r#"{"events":[{"target":{"tag":"a","tag":"b"}}]}"#,
+            r#"{"events":[{"request":"GET"}]}"#,
+            r#"{"events":[{}],}"#,
+            r#"{"events":{}}"#,
         ] {
-            assert_eq!(flat(text), None, "{text}");
+            assert_eq!(line(text), None, "{text}");
         }
     }
 
-    /// Pieces of flat lines, good and bad, that the strategy strings together.
-    fn piece() -> impl Strategy<Value = String> {
-        let key = prop::sample::select(vec![
-            "timestamp",
-            "method",
-            "namespace",
-            "repository",
-            "reference",
-            "digest",
-            "remote_addr",
-            "user_agent",
-            "owner",
-            "media_type",
-            "id",
-            "status",
-            "events",
-            "other",
-            "Status",
-        ]);
-        let value = prop_oneof![
+    /// Keys of every level, and some nobody reads.
+    const KEYS: [&str; 27] = [
+        "timestamp",
+        "method",
+        "namespace",
+        "repository",
+        "reference",
+        "digest",
+        "remote_addr",
+        "user_agent",
+        "owner",
+        "media_type",
+        "id",
+        "status",
+        "events",
+        "action",
+        "target",
+        "request",
+        "mediaType",
+        "tag",
+        "addr",
+        "useragent",
+        "actor",
+        "source",
+        "size",
+        "url",
+        "other",
+        "Status",
+        "events",
+    ];
+
+    /// JSON text, good and bad, nested a few levels, as `{"events":[…]}`
+    /// and events are made of.
+    fn value() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
             "\"[ -~]{0,12}\"",
             "\"([a-z]|\\\\[\"\\\\/bfnrtu0x]|[\\x00-\\x1f]|é){0,6}\"",
             Just("null".to_owned()),
             "-?[0-9]{0,6}(\\.[0-9])?([eE][0-9])?",
-            Just("true".to_owned()),
-            Just("[]".to_owned()),
-            Just("{}".to_owned()),
+            prop::sample::select(vec!["true", "false", "nul", "[]", "{}", "[", "}"])
+                .prop_map(str::to_owned),
         ];
-        let space = "[ \t\r\n]{0,2}";
-        (key, value, space, space, space)
-            .prop_map(|(k, v, a, b, c)| format!("{a}\"{k}\"{b}:{c}{v}"))
+        leaf.prop_recursive(4, 32, 4, |inner| {
+            let space = "[ \t\r\n]{0,2}";
+            prop_oneof![
+                prop::collection::vec(
+                    (prop::sample::select(KEYS.to_vec()), inner.clone(), space),
+                    0..5
+                )
+                .prop_map(|fields| {
+                    let fields: Vec<_> = fields
+                        .into_iter()
+                        .map(|(k, v, w)| format!("{w}\"{k}\":{w}{v}"))
+                        .collect();
+                    format!("{{{}}}", fields.join(","))
+                }),
+                prop::collection::vec(inner, 0..4)
+                    .prop_map(|items| format!("[{}]", items.join(", "))),
+            ]
+        })
     }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(4000))]
 
-        /// Whatever the fast path accepts, serde decodes to the same fields.
+        /// Whatever the fast path accepts, serde decodes to the same fields:
+        /// as a line and as one event.
         #[test]
         fn fast_path_agrees_with_serde(
-            pieces in prop::collection::vec(piece(), 0..8),
+            fields in prop::collection::vec((prop::sample::select(KEYS.to_vec()), value()), 0..8),
             tail in prop::sample::select(vec!["}", " } ", "", ",}", "}}", "} x"]),
             cut in any::<prop::sample::Index>(),
         ) {
-            let whole = format!("{{{}{tail}", pieces.join(","));
+            let fields: Vec<_> = fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+            let whole = format!("{{{}{tail}", fields.join(","));
             // Also every prefix cut at a char boundary: truncated lines.
             let mut at = cut.index(whole.len() + 1);
             while !whole.is_char_boundary(at) {
                 at -= 1;
             }
             for text in [whole.as_str(), &whole[..at]] {
-                if let Some(line) = flat(text) {
-                    prop_assert_eq!(Some(line), serde(text), "{}", text);
+                if let Some(fast) = line(text) {
+                    prop_assert_eq!(Some(fast), serde(text), "{}", text);
+                }
+                if let Some(fast) = event(text) {
+                    prop_assert_eq!(Some(fast), serde_json::from_str(text).ok(), "{}", text);
                 }
             }
         }
