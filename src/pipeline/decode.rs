@@ -2,10 +2,12 @@
 //!
 //! Two encodings are accepted and auto-detected per line (spec §1): flat JSON
 //! with the fields of the spec, and the CNCF distribution registry's
-//! notification envelope (`{"events":[…]}`). Both are read by one serde pass
-//! into [`Line`], whose fields are the union of the two shapes, so detection
-//! costs nothing extra. Strings borrow from the input unless they carry
-//! escapes.
+//! notification envelope (`{"events":[…]}`). Both are read in one pass into
+//! [`Line`], whose fields are the union of the two shapes, so detection
+//! costs nothing extra: by [`scan`] when the text is in the plain shape
+//! registries and producers write, by serde otherwise (with the same result;
+//! serde names what is wrong). Strings borrow from the input unless they
+//! carry escapes. Each string is interned per field, and checked once.
 //!
 //! Anything wrong with a line is a [`DecodeError`] that names the field; the
 //! error text never echoes the client IP (privacy, spec §3).
@@ -18,9 +20,9 @@ use chrono::DateTime;
 use serde::Deserialize;
 
 use super::future;
+use crate::event::{is_digest, Method, Micros, RequestEvent, RequestKind};
 
 mod scan;
-use crate::event::{is_digest, Method, Micros, RequestEvent, RequestKind};
 
 /// Lines longer than this are rejected before parsing.
 pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
@@ -134,7 +136,8 @@ pub struct Decoder {
     /// once per line.
     max_future: Option<Micros>,
     now: Micros,
-    /// Flat lines take [`scan::flat`] first; off only to compare the two.
+    /// Lines and single events go through [`scan`] first; off only to
+    /// compare it with serde.
     fast_path: bool,
 }
 
@@ -192,8 +195,9 @@ impl Decoder {
         }
     }
 
-    /// Decodes every line with serde alone, for tests (and the fuzz target)
-    /// that require the fast path to decode exactly as serde does.
+    /// Decodes every line and event with serde alone, for the tests (and
+    /// fuzz targets) that require the fast path to decode exactly as serde
+    /// does.
     pub fn without_fast_path(mut self) -> Self {
         self.fast_path = false;
         self
