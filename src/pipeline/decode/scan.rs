@@ -228,38 +228,39 @@ impl<'a> Scanner<'a> {
     }
 
     fn target(&mut self) -> Option<Target<'a>> {
-        let mut target = Target::default();
-        let mut seen = 0u16;
-        self.object(|s, key| {
-            let (bit, slot) = match key {
-                "mediaType" => (0, &mut target.media_type),
-                "digest" => (1, &mut target.digest),
-                "repository" => (2, &mut target.repository),
-                "tag" => (3, &mut target.tag),
-                _ => return s.skip(2),
-            };
-            first(&mut seen, bit)?;
-            *slot = s.string()?;
-            Some(())
-        })?;
-        Some(target)
+        let [media_type, digest, repository, tag] =
+            self.strings(["mediaType", "digest", "repository", "tag"])?;
+        Some(Target {
+            media_type,
+            digest,
+            repository,
+            tag,
+        })
     }
 
     fn request(&mut self) -> Option<Request<'a>> {
-        let mut request = Request::default();
+        let [addr, method, useragent] = self.strings(["addr", "method", "useragent"])?;
+        Some(Request {
+            addr,
+            method,
+            useragent,
+        })
+    }
+
+    /// An object inside an event whose keys `names` hold strings (each
+    /// once), the others skipped: their values, in the order of `names`.
+    fn strings<const N: usize>(&mut self, names: [&str; N]) -> Option<[Option<Cow<'a, str>>; N]> {
+        let mut values = [const { None }; N];
         let mut seen = 0u16;
-        self.object(|s, key| {
-            let (bit, slot) = match key {
-                "addr" => (0, &mut request.addr),
-                "method" => (1, &mut request.method),
-                "useragent" => (2, &mut request.useragent),
-                _ => return s.skip(2),
-            };
-            first(&mut seen, bit)?;
-            *slot = s.string()?;
-            Some(())
+        self.object(|s, key| match names.iter().position(|name| *name == key) {
+            Some(i) => {
+                first(&mut seen, i as u16)?;
+                values[i] = s.string()?;
+                Some(())
+            }
+            None => s.skip(2),
         })?;
-        Some(request)
+        Some(values)
     }
 
     /// JSON's whitespace: space, tab, LF, CR.
