@@ -227,7 +227,7 @@ impl Catalog {
         t: &DeltaTable,
         sql: &str,
     ) -> Result<Vec<RecordBatch>, DataError> {
-        let ctx = query::session_over(&self.path, t.clone(), false).await?;
+        let ctx = query::session_over(&self.path, t.clone().into(), false).await?;
         let stream = query::execute(&ctx, sql).await?;
         Ok(stream.try_collect().await?)
     }
@@ -377,7 +377,7 @@ impl Catalog {
                     .join(", ")
             ),
         };
-        let ctx = query::session_over(&self.path, t.clone(), false).await?;
+        let ctx = query::session_over(&self.path, t.clone().into(), false).await?;
         periods::aggregate(&ctx, span, &filter).await
     }
 

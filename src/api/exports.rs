@@ -318,7 +318,7 @@ async fn generate(api: &Api, key: &str, request: &ExportRequest) -> Result<Vec<P
         .await
         .ok_or_else(|| ApiError::Internal("the table is not loaded".into()))?;
     let stream = request
-        .run(api.catalog.path(), table)
+        .run(api.catalog.path(), table.into())
         .await
         .map_err(|e| internal("the export failed", &e))?;
     let mut parts = PartWriter::new(&ex.dir, key, ex.part_bytes);

@@ -29,7 +29,7 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
         namespaces: args.namespaces.clone(),
         repositories: args.repositories.clone(),
     };
-    let pulls = table::open(&args.table, TableKind::Pulls).await?;
+    let pulls = table::Snapshot::open(&args.table, TableKind::Pulls).await?;
     let request = ExportRequest {
         view: args.view,
         span,

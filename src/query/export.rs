@@ -356,15 +356,16 @@ impl ExportRequest {
     }
 
     /// Starts the export over `pulls` (the table at `path`): its rows, in
-    /// order, batch by batch.
+    /// order, batch by batch. Only the files of the span's days are
+    /// listed, when `pulls` was opened as a [`table::Snapshot`].
     pub async fn run(
         &self,
         path: &crate::table::Location,
-        pulls: DeltaTable,
+        pulls: table::Snapshot,
     ) -> Result<datafusion::execution::SendableRecordBatchStream, super::QueryError> {
         let complete = self.complete_periods();
         let day_rows = if self.view == View::Raw || !complete.is_empty() {
-            day_rows(path, &pulls)?
+            pulls.day_rows(path, self.span.from, self.span.to).await?
         } else {
             Default::default()
         };

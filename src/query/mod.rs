@@ -74,7 +74,7 @@ pub async fn session_at(
         Some(v) => table::maintenance::open_version(path, TableKind::Pulls, v).await?,
         None => table::open(path, TableKind::Pulls).await?,
     };
-    session_over(path, pulls, version.is_none()).await
+    session_over(path, pulls.into(), version.is_none()).await
 }
 
 /// [`session`] over the pulls table already opened (`pulls`, the table at
@@ -82,7 +82,7 @@ pub async fn session_at(
 /// `periods`), when there are.
 pub async fn session_over(
     path: &Location,
-    pulls: deltalake::DeltaTable,
+    pulls: table::Snapshot,
     beside: bool,
 ) -> Result<SessionContext, QueryError> {
     // DATAFUSION_* environment variables tune the engine, e.g.
@@ -90,7 +90,7 @@ pub async fn session_over(
     let config = SessionConfig::from_env()?.with_information_schema(true);
     let ctx = SessionContext::new_with_config_rt(config, runtime()?);
     ctx.register_udaf(distinct::udaf());
-    register(&ctx, path, TableKind::Pulls, pulls).await?;
+    register(&ctx, path, TableKind::Pulls, &pulls).await?;
     if beside {
         for (beside, kind) in [
             (table::rejected_path(path), TableKind::Rejected),
@@ -121,16 +121,17 @@ fn runtime() -> Result<Arc<RuntimeEnv>, DataFusionError> {
 }
 
 /// Registers the table of `kind` at `path` when there is one (a derived
-/// table only when it has the current schema: [`table::open_current`]).
+/// table only when it has the current schema: [`table::open_current`]), as
+/// a [`table::Snapshot`]: no file is listed before a query lists its own.
 pub async fn register_if_present(
     ctx: &SessionContext,
     path: &Location,
     kind: TableKind,
 ) -> Result<bool, QueryError> {
-    let Some(table) = table::open_current(path, kind).await? else {
+    let Some(table) = table::Snapshot::open_current(path, kind).await? else {
         return Ok(false);
     };
-    register(ctx, path, kind, table).await?;
+    register(ctx, path, kind, &table).await?;
     Ok(true)
 }
 
@@ -138,22 +139,15 @@ async fn register(
     ctx: &SessionContext,
     path: &Location,
     kind: TableKind,
-    table: deltalake::DeltaTable,
+    table: &table::Snapshot,
 ) -> Result<(), QueryError> {
-    let failed = |e: Box<dyn std::error::Error + Send + Sync>| QueryError::Register {
-        path: path.clone(),
-        source: e,
-    };
     table
-        .update_datafusion_session(&ctx.state())
-        .map_err(|e| failed(Box::new(e)))?;
-    let provider = table
-        .table_provider()
+        .register(ctx, kind.name())
         .await
-        .map_err(|e| failed(Box::new(e)))?;
-    ctx.register_table(kind.name(), provider)
-        .map_err(|e| failed(Box::new(e)))?;
-    Ok(())
+        .map_err(|source| QueryError::Register {
+            path: path.clone(),
+            source,
+        })
 }
 
 /// Plans and starts `sql`; results stream batch by batch.

@@ -457,7 +457,7 @@ pub async fn compute_day(
     day: NaiveDate,
     today: NaiveDate,
 ) -> Result<Vec<(Period, Aggregates)>, PeriodsError> {
-    let ctx = super::session_over(path, pulls.clone(), false).await?;
+    let ctx = super::session_over(path, pulls.clone().into(), false).await?;
     let mut batches = Vec::new();
     let mut out = Vec::new();
     let ended = Period::starting(day)

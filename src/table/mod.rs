@@ -23,6 +23,7 @@ mod info;
 pub mod location;
 pub mod maintenance;
 pub mod sessions;
+mod snapshot;
 
 use std::collections::HashMap;
 
@@ -42,6 +43,7 @@ use serde_json::Value;
 use url::Url;
 
 pub use location::Location;
+pub use snapshot::Snapshot;
 
 use crate::schema::{periods_schema, rejected_schema, table_schema, PARTITION_COLUMN};
 
@@ -295,13 +297,19 @@ pub async fn txn_version(
 
 /// Opens the table of `kind` at `path`; an error when there is none.
 pub async fn open(path: &Location, kind: TableKind) -> Result<DeltaTable, TableError> {
-    if !exists(path).await? {
-        return Err(TableError::NotATable {
-            path: path.clone(),
-            kind: kind.name(),
-        });
-    }
+    must_exist(path, kind).await?;
     load(path, kind).await
+}
+
+/// An error unless there is a table at `path`.
+async fn must_exist(path: &Location, kind: TableKind) -> Result<(), TableError> {
+    if exists(path).await? {
+        return Ok(());
+    }
+    Err(TableError::NotATable {
+        path: path.clone(),
+        kind: kind.name(),
+    })
 }
 
 /// Loads the table of `kind` known to be at `path` and checks its schema.
@@ -312,7 +320,7 @@ async fn load(path: &Location, kind: TableKind) -> Result<DeltaTable, TableError
         .load()
         .await
         .map_err(delta(path))?;
-    check_schema(path, kind, &table)?;
+    check_schema(path, kind, &table.snapshot().map_err(delta(path))?.schema())?;
     Ok(table)
 }
 
@@ -326,7 +334,16 @@ pub async fn open_current(
     if !exists(path).await? {
         return Ok(None);
     }
-    match load(path, kind).await {
+    unless_outdated(kind, load(path, kind).await)
+}
+
+/// What a reader of a table that may have an older schema gets from
+/// `loaded`: `None` for a derived table of an older schema.
+fn unless_outdated<T>(
+    kind: TableKind,
+    loaded: Result<T, TableError>,
+) -> Result<Option<T>, TableError> {
+    match loaded {
         Err(e @ TableError::Schema { .. }) if kind.derived() => {
             tracing::warn!("{e}; it is computed again at the next `compact` (or by `serve`)");
             Ok(None)
@@ -389,13 +406,8 @@ async fn create(
     }
 }
 
-fn check_schema(path: &Location, kind: TableKind, table: &DeltaTable) -> Result<(), TableError> {
-    let snapshot = table.snapshot().map_err(delta(path))?;
-    let names: Vec<String> = snapshot
-        .schema()
-        .fields()
-        .map(|f| f.name().clone())
-        .collect();
+fn check_schema(path: &Location, kind: TableKind, schema: &StructType) -> Result<(), TableError> {
+    let names: Vec<String> = schema.fields().map(|f| f.name().clone()).collect();
     let want: Vec<String> = kind
         .schema()
         .fields()
@@ -744,6 +756,8 @@ impl TableWriter {
 mod tests {
     use super::*;
     use arrow::array::{ArrayRef, Int32Array, Int64Array, StringArray};
+    use chrono::NaiveDate;
+    use std::collections::BTreeMap;
     use std::sync::Arc;
 
     fn rejected(days: &[&str]) -> RecordBatch {
@@ -842,5 +856,58 @@ mod tests {
         ];
         let want: Vec<(String, u64)> = want.iter().map(|(d, n)| (d.to_string(), *n)).collect();
         assert_eq!(files, want);
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_lists_the_rows_of_the_days_asked_for() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = Location::Local(dir.path().join("t"));
+        let table = open_or_create(&path, TableKind::Rejected)
+            .await
+            .expect("table");
+        let mut w = TableWriter::new(&path, table).expect("writer");
+        w.write(rejected(&["2026-10-31", "2026-11-01", "2026-11-01"]))
+            .await
+            .expect("write");
+        w.commit(HashMap::new(), Vec::new()).await.expect("commit");
+        // A second commit adds a file to a day that has one.
+        w.write(rejected(&["2026-11-01", "2026-11-03", "2026-11-04"]))
+            .await
+            .expect("write");
+        w.commit(HashMap::new(), Vec::new()).await.expect("commit");
+        let day = |d: &str| NaiveDate::parse_from_str(d, "%Y-%m-%d").expect("day");
+        let want: BTreeMap<NaiveDate, u64> =
+            [(day("2026-11-01"), 3), (day("2026-11-03"), 1)].into();
+        let lazy = Snapshot::open(&path, TableKind::Rejected)
+            .await
+            .expect("open");
+        let loaded = Snapshot::from(open(&path, TableKind::Rejected).await.expect("open"));
+        for s in [&lazy, &loaded] {
+            assert_eq!(s.version(), Some(2));
+            let rows = s.day_rows(&path, day("2026-11-01"), day("2026-11-04"));
+            assert_eq!(rows.await.expect("rows"), want);
+        }
+        // A query over the lazy snapshot lists its own files.
+        let ctx = datafusion::prelude::SessionContext::new();
+        lazy.register(&ctx, "rejected").await.expect("register");
+        let sql = "SELECT count(*) FROM rejected WHERE action_day >= '2026-11-01'";
+        let batches = ctx
+            .sql(sql)
+            .await
+            .expect("plan")
+            .collect()
+            .await
+            .expect("run");
+        let count = batches[0].column(0).as_any().downcast_ref::<Int64Array>();
+        assert_eq!(count.expect("count").value(0), 5);
+        let missing = Location::Local(dir.path().join("none"));
+        assert!(matches!(
+            Snapshot::open(&missing, TableKind::Pulls).await,
+            Err(TableError::NotATable { .. })
+        ));
+        assert!(Snapshot::open_current(&missing, TableKind::Periods)
+            .await
+            .expect("none")
+            .is_none());
     }
 }
