@@ -89,6 +89,13 @@ struct Line<'a> {
     id: Option<Cow<'a, str>>,
 }
 
+/// A notification body as serde splits it: each event's text.
+#[derive(Deserialize)]
+struct Body<'a> {
+    #[serde(borrow)]
+    events: Vec<&'a serde_json::value::RawValue>,
+}
+
 #[derive(Debug, Default, PartialEq, Deserialize)]
 struct EnvelopeEvent<'a> {
     #[serde(borrow)]
@@ -256,6 +263,29 @@ impl Decoder {
             None => serde_json::from_str(event).map_err(|e| DecodeError::Json(e.to_string()))?,
         };
         self.decode_envelope_event(parsed)
+    }
+
+    /// The events of a notification body (`{"events":[…]}`), each with its
+    /// own text and what [`Decoder::decode_event`] makes of it; serde's
+    /// error when the body is not an envelope. The fast path reads the body
+    /// in one pass when it can; serde splits the rest into events, each
+    /// then decoded on its own, to the same result.
+    #[allow(clippy::type_complexity)]
+    pub fn decode_body<'a>(
+        &mut self,
+        body: &'a str,
+    ) -> Result<Vec<(&'a str, Result<RequestEvent, DecodeError>)>, serde_json::Error> {
+        if let Some(events) = self.fast_path.then(|| scan::body(body)).flatten() {
+            // One reading of the clock for the body's events.
+            self.read_clock();
+            let decoded = events
+                .into_iter()
+                .map(|(text, parsed)| (text, self.decode_envelope_event(parsed)));
+            return Ok(decoded.collect());
+        }
+        let split: Body<'a> = serde_json::from_str(body)?;
+        let events = split.events.into_iter().map(|raw| raw.get());
+        Ok(events.map(|e| (e, self.decode_event(e))).collect())
     }
 
     fn decode_flat(&mut self, l: Line<'_>) -> Result<RequestEvent, DecodeError> {
@@ -956,6 +986,15 @@ mod tests {
                         .without_fast_path()
                         .decode_event(event);
                     proptest::prop_assert_eq!(a, b, "{}", event);
+                }
+                // What `serve` decodes: the line as a body.
+                if let Ok(body) = std::str::from_utf8(&line) {
+                    let a = Decoder::new(DEFAULT_MAX_LINE_BYTES).decode_body(body);
+                    let b = Decoder::new(DEFAULT_MAX_LINE_BYTES)
+                        .without_fast_path()
+                        .decode_body(body);
+                    let text = |r: Result<_, serde_json::Error>| r.map_err(|e| e.to_string());
+                    proptest::prop_assert_eq!(text(a), text(b), "{}", body);
                 }
             }
         }

@@ -8,9 +8,6 @@
 //! Direct mode hands the decoded requests to the engine along with the bytes
 //! (which the write-ahead log keeps), so an event is decoded once.
 
-use serde::Deserialize;
-use serde_json::value::RawValue;
-
 use crate::event::{RequestEvent, RequestKind};
 use crate::pipeline::decode::Decoder;
 
@@ -36,12 +33,6 @@ pub struct Sorted<'a> {
     pub not_pull: u64,
     /// Events that do not decode (one letter each).
     pub bad: Vec<Bad>,
-}
-
-#[derive(Deserialize)]
-struct Envelope<'a> {
-    #[serde(borrow)]
-    events: Vec<&'a RawValue>,
 }
 
 const OPEN: &[u8] = b"{\"events\":[";
@@ -75,16 +66,16 @@ pub fn envelope(kept: &[Kept<'_>]) -> Vec<u8> {
 /// then one dead letter with that reason).
 pub fn sort<'a>(body: &'a [u8], decoder: &mut Decoder) -> Result<Sorted<'a>, String> {
     let text = std::str::from_utf8(body).map_err(|_| "body is not valid UTF-8".to_owned())?;
-    let envelope: Envelope<'a> = serde_json::from_str(text)
+    let events = decoder
+        .decode_body(text)
         .map_err(|e| format!("body is not a notification envelope ({{\"events\":[…]}}): {e}"))?;
-    if envelope.events.is_empty() {
+    if events.is_empty() {
         // As the file and Kafka decoders say of it.
         return Err("envelope holds no events".to_owned());
     }
     let mut sorted = Sorted::default();
-    for raw in envelope.events {
-        let raw = raw.get();
-        let event = match decoder.decode_event(raw) {
+    for (raw, event) in events {
+        let event = match event {
             Ok(event) => event,
             Err(e) => {
                 sorted.bad.push(Bad {

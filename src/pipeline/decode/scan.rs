@@ -64,6 +64,26 @@ pub(super) fn event(text: &str) -> Option<EnvelopeEvent<'_>> {
     s.end().then_some(event)
 }
 
+/// A notification body, `{"events":[…]}`: each event with its own text
+/// (the value's bytes, as serde's `RawValue` gives them). Keys other than
+/// `events` are skipped; an event that is not an object, or anything else
+/// serde would have to judge, is `None` for the whole body.
+pub(super) fn body(text: &str) -> Option<Vec<(&str, EnvelopeEvent<'_>)>> {
+    let mut s = Scanner { text, at: 0 };
+    let mut events = None;
+    s.whitespace();
+    s.object(|s, key| match key {
+        "events" if events.is_none() => {
+            events = Some(s.elements(Scanner::event_with_text)?);
+            Some(())
+        }
+        "events" => None,
+        _ => s.skip(0),
+    })?;
+    s.end().then_some(())?;
+    events
+}
+
 /// Marks key `bit` seen; `None` when it was already.
 fn first(seen: &mut u16, bit: u16) -> Option<()> {
     let mask = 1 << bit;
@@ -182,19 +202,31 @@ impl<'a> Scanner<'a> {
 
     /// `[event, …]`.
     fn events(&mut self) -> Option<Vec<EnvelopeEvent<'a>>> {
+        self.elements(Scanner::event)
+    }
+
+    /// An event and its text.
+    fn event_with_text(&mut self) -> Option<(&'a str, EnvelopeEvent<'a>)> {
+        let start = self.at;
+        let event = self.event()?;
+        Some((&self.text[start..self.at], event))
+    }
+
+    /// An array, each element read by `element`.
+    fn elements<T>(&mut self, mut element: impl FnMut(&mut Self) -> Option<T>) -> Option<Vec<T>> {
         self.expect(b'[')?;
         self.whitespace();
-        let mut events = Vec::new();
+        let mut out = Vec::new();
         if self.peek()? == b']' {
             self.at += 1;
-            return Some(events);
+            return Some(out);
         }
         loop {
-            events.push(self.event()?);
+            out.push(element(self)?);
             self.whitespace();
             match self.next()? {
                 b',' => self.whitespace(),
-                b']' => return Some(events),
+                b']' => return Some(out),
                 _ => return None,
             }
         }
@@ -401,6 +433,20 @@ mod tests {
         serde_json::from_str(text).ok()
     }
 
+    /// A body as `serve` reads it without the fast path: serde splits it
+    /// into raw values, and each is decoded on its own.
+    fn serde_body(text: &str) -> Option<Vec<(&str, Option<EnvelopeEvent<'_>>)>> {
+        let split: super::super::Body<'_> = serde_json::from_str(text).ok()?;
+        let events = split.events.into_iter().map(|raw| raw.get());
+        Some(events.map(|e| (e, serde_json::from_str(e).ok())).collect())
+    }
+
+    /// [`body`], in the shape of [`serde_body`].
+    fn fast_body(text: &str) -> Option<Vec<(&str, Option<EnvelopeEvent<'_>>)>> {
+        let events = body(text)?;
+        Some(events.into_iter().map(|(t, e)| (t, Some(e))).collect())
+    }
+
     const LINE: &str = r#"{"timestamp":"2026-11-02T00:00:00.000000Z","method":"HEAD","namespace":"apache","repository":"api","reference":"9","digest":"sha256:e5ea6b10cd78d029aec29ed10f10742d3eb825cdea216ff592dac30c517c8570","status":200,"remote_addr":"149.101.100.10","user_agent":"docker/27.3.1 UpstreamClient(Docker-Client/27.3.1 \\(linux\\))","owner":"Apache Org","media_type":"application/vnd.docker.distribution.manifest.v2+json"}"#;
 
     const EVENT: &str = r#"{"action":"pull","actor":{},"id":"7be9aec55ae592d8-00000001","request":{"addr":"149.101.100.10:9532","host":"registry.example.test","id":"15251cd23c63a8b5","method":"GET","useragent":"containerd/1.7.22"},"source":{"addr":"registry-0:5000","instanceID":"6c2a9b1e-0f0d-4e59-9d4f-2b1c1a7e5d3c"},"target":{"digest":"sha256:e5ea6b10cd78d029aec29ed10f10742d3eb825cdea216ff592dac30c517c8570","length":1752,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","repository":"apache/api","size":1752,"tag":"9","url":"https://registry.example.test/v2/apache/api/manifests/9"},"timestamp":"2026-11-02T00:00:00.000000088Z"}"#;
@@ -414,6 +460,15 @@ mod tests {
         assert_eq!(Some(fast), serde(&envelope));
         let fast = event(EVENT).expect("event");
         assert_eq!(Some(fast), serde_json::from_str(EVENT).ok());
+        let body_text =
+            format!("\n{{ \"other\": [1, {{}}], \"events\" : [ {EVENT} ,\t{EVENT}] }} ");
+        let fast = fast_body(&body_text).expect("a body");
+        assert_eq!(
+            fast.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
+            [EVENT, EVENT]
+        );
+        assert_eq!(Some(fast), serde_body(&body_text));
+        assert_eq!(body(r#"{"events":[]}"#).map(|e| e.len()), Some(0));
     }
 
     #[test]
@@ -464,6 +519,19 @@ mod tests {
             r#"{"events":{}}"#,
         ] {
             assert_eq!(line(text), None, "{text}");
+        }
+        for text in [
+            r#"{"events":null}"#,
+            r#"{"events":[1]}"#,
+            r#"{"events":["{}"]}"#,
+            r#"{"events":[{}],"events":[{}]}"#,
+            r#"{"events":[{"id":"\u0041"}]}"#,
+            r#"{"events":[{}]"#,
+            r#"{"events":[{}]} ]"#,
+            r#"{"other":1}"#,
+            r#"[{"events":[{}]}]"#,
+        ] {
+            assert!(body(text).is_none(), "{text}");
         }
     }
 
@@ -533,7 +601,7 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(4000))]
 
         /// Whatever the fast path accepts, serde decodes to the same fields:
-        /// as a line and as one event.
+        /// as a line, as one event, and as a body split into events.
         #[test]
         fn fast_path_agrees_with_serde(
             fields in prop::collection::vec((prop::sample::select(KEYS.to_vec()), value()), 0..8),
@@ -553,6 +621,9 @@ mod tests {
                 }
                 if let Some(fast) = event(text) {
                     prop_assert_eq!(Some(fast), serde_json::from_str(text).ok(), "{}", text);
+                }
+                if let Some(fast) = fast_body(text) {
+                    prop_assert_eq!(Some(fast), serde_body(text), "{}", text);
                 }
             }
         }
