@@ -143,7 +143,7 @@ pub struct Decoder {
     /// once per line.
     max_future: Option<Micros>,
     now: Micros,
-    /// Lines and single events go through [`scan`] first; off only to
+    /// Lines, bodies and single events go through [`scan`] first; off only to
     /// compare it with serde.
     fast_path: bool,
 }

@@ -1,6 +1,7 @@
 //! The fast path of [`super::Decoder`]: one pass over the bytes straight
-//! into [`Line`] (a flat event or an envelope) or [`EnvelopeEvent`] (one
-//! event `serve` split from a body), without serde's per-field machinery.
+//! into [`Line`] (a flat event or an envelope), the events of a body
+//! `serve` received (each with its text), or [`EnvelopeEvent`] (one event
+//! given alone), without serde's per-field machinery.
 //!
 //! It takes only what it is sure of: objects whose known keys come once,
 //! with strings (with the short escapes) or `null` for values, a plain
