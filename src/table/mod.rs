@@ -331,19 +331,22 @@ pub async fn open_current(
     path: &Location,
     kind: TableKind,
 ) -> Result<Option<DeltaTable>, TableError> {
+    if_current(path, kind, load(path, kind)).await
+}
+
+/// What a reader of a table that may be missing or have an older schema
+/// gets from `load` (the table of `kind` at `path` loaded one way or
+/// another): `None` when there is no table, or for a derived table of an
+/// older schema.
+async fn if_current<T>(
+    path: &Location,
+    kind: TableKind,
+    load: impl std::future::Future<Output = Result<T, TableError>>,
+) -> Result<Option<T>, TableError> {
     if !exists(path).await? {
         return Ok(None);
     }
-    unless_outdated(kind, load(path, kind).await)
-}
-
-/// What a reader of a table that may have an older schema gets from
-/// `loaded`: `None` for a derived table of an older schema.
-fn unless_outdated<T>(
-    kind: TableKind,
-    loaded: Result<T, TableError>,
-) -> Result<Option<T>, TableError> {
-    match loaded {
+    match load.await {
         Err(e @ TableError::Schema { .. }) if kind.derived() => {
             tracing::warn!("{e}; it is computed again at the next `compact` (or by `serve`)");
             Ok(None)
@@ -813,14 +816,20 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn days_written_to_least_recently_are_sealed_past_the_budgets() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = Location::Local(dir.path().join("t"));
+    /// A new rejected table in `dir`, and a writer to it.
+    async fn rejected_writer(dir: &std::path::Path) -> (Location, TableWriter) {
+        let path = Location::Local(dir.join("t"));
         let table = open_or_create(&path, TableKind::Rejected)
             .await
             .expect("table");
-        let mut w = TableWriter::new(&path, table).expect("writer");
+        let writer = TableWriter::new(&path, table).expect("writer");
+        (path, writer)
+    }
+
+    #[tokio::test]
+    async fn days_written_to_least_recently_are_sealed_past_the_budgets() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, mut w) = rejected_writer(dir.path()).await;
         w.open_rows_budget = 50;
         let day = |d: &str, n: usize| rejected(&vec![d; n]);
         w.write(day("2026-11-01", 60)).await.expect("write");
@@ -861,11 +870,7 @@ mod tests {
     #[tokio::test]
     async fn a_snapshot_lists_the_rows_of_the_days_asked_for() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = Location::Local(dir.path().join("t"));
-        let table = open_or_create(&path, TableKind::Rejected)
-            .await
-            .expect("table");
-        let mut w = TableWriter::new(&path, table).expect("writer");
+        let (path, mut w) = rejected_writer(dir.path()).await;
         w.write(rejected(&["2026-10-31", "2026-11-01", "2026-11-01"]))
             .await
             .expect("write");

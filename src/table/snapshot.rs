@@ -22,9 +22,9 @@ use deltalake::kernel::{LogicalFileView, Snapshot as LogSnapshot};
 use deltalake::DeltaTable;
 use futures::TryStreamExt;
 
-use super::{check_schema, delta, exists, location, maintenance, must_exist, table_url};
-use super::{unless_outdated, TableError, TableKind};
+use super::{check_schema, delta, if_current, location, maintenance, must_exist, table_url};
 use super::{Location, PARTITION_COLUMN};
+use super::{TableError, TableKind};
 
 /// See the module docs.
 #[derive(Debug, Clone)]
@@ -56,10 +56,7 @@ impl Snapshot {
         path: &Location,
         kind: TableKind,
     ) -> Result<Option<Self>, TableError> {
-        if !exists(path).await? {
-            return Ok(None);
-        }
-        unless_outdated(kind, Self::load(path, kind).await)
+        if_current(path, kind, Self::load(path, kind)).await
     }
 
     async fn load(path: &Location, kind: TableKind) -> Result<Self, TableError> {
@@ -92,35 +89,38 @@ impl Snapshot {
         from: NaiveDate,
         to: NaiveDate,
     ) -> Result<BTreeMap<NaiveDate, u64>, TableError> {
-        let within = |day: &str| {
-            NaiveDate::parse_from_str(day, "%Y-%m-%d")
-                .ok()
-                .filter(|d| (from..to).contains(d))
-        };
-        let mut rows = BTreeMap::new();
-        let Some(snapshot) = &self.lazy else {
-            for f in maintenance::data_files(path, &self.table)? {
-                if let (Some(day), Some(n)) = (within(&f.day), f.rows) {
-                    *rows.entry(day).or_default() += n;
-                }
+        // Each file's day and rows.
+        let files: Vec<(Option<String>, Option<u64>)> = match &self.lazy {
+            None => maintenance::data_files(path, &self.table)?
+                .into_iter()
+                .map(|f| (Some(f.day), f.rows))
+                .collect(),
+            Some(snapshot) => {
+                let text = |d: NaiveDate| Expression::literal(d.format("%Y-%m-%d").to_string());
+                let day = || Expression::column([PARTITION_COLUMN]);
+                let predicate = Predicate::and(day().ge(text(from)), day().lt(text(to)));
+                let log_store = self.table.log_store();
+                let views: Vec<LogicalFileView> = snapshot
+                    .file_views(log_store.as_ref(), Some(Arc::new(predicate)))
+                    .try_collect()
+                    .await
+                    .map_err(delta(path))?;
+                views
+                    .into_iter()
+                    .map(|f| {
+                        let day = f.partition_values_map().remove(PARTITION_COLUMN);
+                        (day.flatten(), f.num_records().map(|n| n as u64))
+                    })
+                    .collect()
             }
-            return Ok(rows);
         };
-        // Pruning by the partition is best effort: the days are checked
-        // again on each file listed.
-        let text = |d: NaiveDate| Expression::literal(d.format("%Y-%m-%d").to_string());
-        let day = || Expression::column([PARTITION_COLUMN]);
-        let predicate = Predicate::and(day().ge(text(from)), day().lt(text(to)));
-        let log_store = self.table.log_store();
-        let files: Vec<LogicalFileView> = snapshot
-            .file_views(log_store.as_ref(), Some(Arc::new(predicate)))
-            .try_collect()
-            .await
-            .map_err(delta(path))?;
-        for f in files {
-            let day = f.partition_values_map().remove(PARTITION_COLUMN).flatten();
-            if let (Some(day), Some(n)) = (day.as_deref().and_then(within), f.num_records()) {
-                *rows.entry(day).or_default() += n as u64;
+        // Pruning by the partition is best effort: each file's day is
+        // checked here.
+        let mut rows = BTreeMap::new();
+        for (day, n) in files {
+            let day = day.and_then(|d| NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok());
+            if let (Some(day), Some(n)) = (day.filter(|d| (from..to).contains(d)), n) {
+                *rows.entry(day).or_default() += n;
             }
         }
         Ok(rows)
