@@ -7,11 +7,12 @@
 `gen --format distribution` makes the events (registry notification events,
 blobs included: a registry reports every request); they are cut into
 envelopes of --per-envelope events (a registry sends one event per
-envelope; larger ones show the per-request cost). A load generator of this
-script (asyncio, --connections keep-alive HTTP/1.1 connections on loopback,
-each sending its next envelope once the last was answered, as a registry's
-endpoint queue does) posts every envelope and records each answer's
-latency. Each mode runs next to its reference, in the same run:
+envelope; larger ones show the per-request cost). The load generator is
+`pullstats send-notifications` (Rust, hyper's client): --connections
+keep-alive HTTP/1.1 connections on loopback, each sending its next envelope
+once the last was answered, as a registry's endpoint queue does; it
+reports each answer's latency. Each mode runs next to its reference, in the
+same run:
 
 - direct (into the table): serve from start until the last envelope is
   answered (with the write-ahead log, each answer means its events are
@@ -23,13 +24,12 @@ latency. Each mode runs next to its reference, in the same run:
   confirmed its events), against `pullstats produce` of the same events
   into the same broker (a tansu broker in memory).
 
-The load generator's own ceiling is measured too: the same connections
-against GET /healthz. A figure near it says the client, not serve, was the
-limit. Prints one table.
+The load generator shares the machine with serve: each row gives the CPU
+seconds it used. Prints one table.
 """
 import argparse
-import asyncio
 import json
+import resource
 import os
 import shutil
 import subprocess
@@ -53,41 +53,17 @@ def envelopes(path, per):
             for i in range(0, len(events), per)]
 
 
-async def post_all(port, bodies, connections, token, path="/notifications"):
-    """Posts every body over `connections` keep-alive connections, each in
-    order of its share; returns (seconds, sorted latencies)."""
-    latencies = []
-    next_body = iter(range(len(bodies)))
-
-    async def worker():
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        for i in next_body:
-            body = bodies[i] if bodies else b""
-            method = "POST" if body else "GET"
-            head = (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
-                    f"Content-Type: application/vnd.docker.distribution.events.v1+json\r\n"
-                    f"Content-Length: {len(body)}\r\n\r\n").encode()
-            t = time.perf_counter()
-            writer.write(head + body)
-            status = await reader.readline()
-            length = 0
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            await reader.readexactly(length)
-            latencies.append(time.perf_counter() - t)
-            code = int(status.split()[1])
-            if code not in (200, 202):
-                raise SystemExit(f"answer {code} for envelope {i}")
-        writer.close()
-
-    t = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(connections)))
-    return time.perf_counter() - t, sorted(latencies)
-
-
-def percentile(sorted_values, q):
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+def send(bin_path, port, bodies_file, connections, token_file):
+    """Sends every body with `pullstats send-notifications`; returns its
+    summary (JSON) and the CPU seconds it used."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run([bin_path, "send-notifications", "--url", f"http://127.0.0.1:{port}/notifications",
+                          "--token-file", token_file, "--from-file", bodies_file,
+                          "--connections", str(connections), "--json"],
+                         check=True, env=ENV, capture_output=True, text=True).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return json.loads(out), cpu
 
 
 def start_serve(bin_path, work, table, tokens, extra):
@@ -113,19 +89,11 @@ def run(args):
     subprocess.run([args.bin, "gen", "-q", "--events", str(args.events), "--format", "distribution",
                     "--days", "7", "--output", events], check=True, env=ENV)
     tokens = os.path.join(work, "tokens.toml")
-    token = subprocess.run([args.bin, "token", "create", "--tokens", tokens, "--name", "bench",
-                            "--role", "receive"], check=True, env=ENV, capture_output=True,
-                           text=True).stdout.strip()
+    token_file = os.path.join(work, "token")
+    with open(token_file, "w") as f:
+        subprocess.run([args.bin, "token", "create", "--tokens", tokens, "--name", "bench", "--role", "receive"],
+                       check=True, env=ENV, stdout=f, stderr=subprocess.DEVNULL)
     try:
-        # The load generator's ceiling: the same connections, GET /healthz.
-        p, port = start_serve(args.bin, work, os.path.join(work, "idle"), tokens, [])
-        n = min(args.events, 50_000)
-        secs, lat = asyncio.run(post_all(port, [b""] * n, args.connections, token, "/healthz"))
-        stop(p)
-        rows.append(("load generator ceiling (GET /healthz)", f"{n:,} requests, {args.connections} connections",
-                     f"{n / secs:,.0f} requests/s", "", "", f"p50 {percentile(lat, .5) * 1e3:.1f} ms, "
-                     f"p99 {percentile(lat, .99) * 1e3:.1f} ms"))
-
         reference = os.path.join(work, "reference")
         t = time.perf_counter()
         subprocess.run([args.bin, "ingest", "-q", "--no-progress", "--from-file", events, "--table", reference],
@@ -151,6 +119,9 @@ def run(args):
 
             for per in args.per_envelope:
                 bodies = envelopes(events, per)
+                bodies_file = os.path.join(work, f"bodies-{per}.jsonl")
+                with open(bodies_file, "wb") as f:
+                    f.writelines(b + b"\n" for b in bodies)
                 label = f"{args.events:,} events, {per}/envelope ({len(bodies):,}), {args.connections} connections"
                 modes = [(f"direct{'' if d == 'wal' else ' --no-wal'}", [] if d == "wal" else ["--no-wal"],
                           "ingest --from-file", ingest_s) for d in args.direct]
@@ -159,10 +130,12 @@ def run(args):
                     table = os.path.join(work, f"{mode.split()[0]}-{per}")
                     t = time.perf_counter()
                     p, port = start_serve(args.bin, work, table, tokens, extra)
-                    secs, lat = asyncio.run(post_all(port, bodies, args.connections, token))
+                    sent, client_cpu = send(args.bin, port, bodies_file, args.connections, token_file)
                     answered = time.perf_counter() - t
                     stop(p)
                     stopped = time.perf_counter() - t
+                    if sent["envelopes"] != len(bodies) or set(sent["statuses"]) != {"200"}:
+                        sys.exit(f"serve {mode}: not every envelope was answered 200: {sent}")
                     if mode.startswith("direct"):
                         # The time into the table: until the final commit.
                         figure = (f"{len(bodies) / answered:,.0f} envelopes/s answered ({answered:.1f} s); "
@@ -172,10 +145,11 @@ def run(args):
                         figure = (f"{len(bodies) / answered:,.0f} envelopes/s, "
                                   f"{args.events / answered:,.0f} events/s ({answered:.1f} s)")
                         total = answered
-                    rows.append((f"serve {mode}", label, figure,
+                    latency = sent["latency_ms"]
+                    rows.append((f"serve {mode}", label, f"{figure}; load generator {client_cpu:.2f} CPU-s",
                                  f"{ref_name} {args.events / ref_s:,.0f} events/s ({ref_s:.1f} s)",
                                  f"{ref_s / total:.2f} of the rate",
-                                 f"p50 {percentile(lat, .5) * 1e3:.1f} ms, p99 {percentile(lat, .99) * 1e3:.1f} ms"))
+                                 f"p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} ms"))
                     shutil.rmtree(table, ignore_errors=True)
                     shutil.rmtree(table + ".rejected", ignore_errors=True)
         finally:

@@ -68,6 +68,10 @@ pub enum Command {
     /// Read and JSON-parse every line of a file without processing it: the
     /// raw parse rate the file ingest is measured against.
     ReadFile(ReadFileArgs),
+    /// Send notification envelopes (one per line) to an endpoint as a
+    /// registry does: replays saved envelopes into `serve`, and loads it in
+    /// its benchmark.
+    SendNotifications(SendNotificationsArgs),
     /// Rewrite the small files of closed days into sorted files of a target size.
     Compact(CompactArgs),
     /// Delete the actions of days older than a retention window.
@@ -349,6 +353,33 @@ pub struct ReadTopicArgs {
 pub struct ReadFileArgs {
     /// The file to read (`-` for stdin).
     pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct SendNotificationsArgs {
+    /// The endpoint, http://HOST:PORT/PATH (plain HTTP), e.g. serve's
+    /// http://127.0.0.1:8080/notifications.
+    #[arg(long)]
+    pub url: String,
+    /// A file whose first line is the bearer token to send (a `receive`
+    /// token from `pullstats token create`).
+    #[arg(long, env = "PULLSTATS_TOKEN_FILE")]
+    pub token_file: PathBuf,
+    /// Envelopes to send, one JSON body per line (`-` for stdin): each
+    /// line but an empty one is sent as it is, without its line ending.
+    #[arg(long, default_value = "-")]
+    pub from_file: PathBuf,
+    /// Keep-alive connections, each sending its next envelope once the
+    /// last was answered (a registry keeps one per endpoint).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub connections: u16,
+    /// Attempts per envelope before giving up (answers 5xx, 408 and 429 and
+    /// lost connections are tried again).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub attempts: u32,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

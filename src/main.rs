@@ -42,6 +42,7 @@ fn main() -> ExitCode {
             Command::Produce(args) => cmd::produce::run(args),
             Command::ReadTopic(args) => cmd::read_topic::run(args),
             Command::ReadFile(args) => cmd::read_file::run(args),
+            Command::SendNotifications(args) => cmd::send::run(args),
             Command::Compact(args) => cmd::compact::run(args).await,
             Command::Retain(args) => cmd::retain::run(args).await,
             Command::Vacuum(args) => cmd::vacuum::run(args).await,

@@ -16,6 +16,7 @@ pub mod query;
 pub mod read_file;
 pub mod read_topic;
 pub mod retain;
+pub mod send;
 pub mod serve;
 pub mod shell;
 pub mod sql;

@@ -462,6 +462,75 @@ fn forward_mode_then_the_daemon_equals_file_ingest() {
     assert_same(&table, &late_reference(dir.path(), &file));
 }
 
+/// `send-notifications` replays a file of envelopes as a registry would,
+/// bad ones included (answered 202), over several connections: direct
+/// mode's table then equals the file ingest of the same events. A token
+/// of the wrong role stops it at once with the reason.
+#[test]
+fn send_notifications_replays_a_file_into_serve() {
+    let dir = test_dir();
+    let (file, stats, bodies) = generated_envelopes(dir.path(), 3_000, 23);
+    let invalid = bodies
+        .iter()
+        .filter(|b| serde_json::from_slice::<serde_json::Value>(b).is_err())
+        .count();
+    assert!(invalid > 0, "{stats:?}");
+    let envelopes = dir.path().join("bodies.jsonl");
+    let mut lines = Vec::new();
+    for body in &bodies {
+        lines.extend_from_slice(body);
+        lines.extend_from_slice(b"\n\n");
+    }
+    std::fs::write(&envelopes, lines).expect("write bodies");
+    let tokens = dir.path().join("tokens.toml");
+    let secret = dir.path().join("registry.token");
+    std::fs::write(&secret, token(&tokens, "registry", "receive", &[])).expect("token");
+    let reader = dir.path().join("publisher.token");
+    std::fs::write(&reader, token(&tokens, "publisher", "read", &["*"])).expect("token");
+    let table = dir.path().join("pulls");
+    let mut serve = Serve::start(&table, &tokens, &["--idle-close", "10s"]);
+    let url = format!("http://127.0.0.1:{}/notifications", serve.port);
+    let send = |token: &Path| {
+        let mut cmd = pullstats();
+        cmd.args([
+            "send-notifications",
+            "--url",
+            &url,
+            "--connections",
+            "4",
+            "--json",
+        ])
+        .arg("--token-file")
+        .arg(token)
+        .arg("--from-file")
+        .arg(&envelopes);
+        cmd
+    };
+
+    let refused = run(&mut send(&reader));
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("403 Forbidden: the token is not a `receive` token"),
+        "{stderr}"
+    );
+
+    let summary: serde_json::Value =
+        serde_json::from_str(&run_ok(&mut send(&secret))).expect("a JSON summary");
+    assert_eq!(summary["envelopes"], bodies.len(), "{summary}");
+    assert_eq!(summary["sent_again"], 0, "{summary}");
+    // 202: a body or some of its events dead-lettered.
+    let statuses = &summary["statuses"];
+    let count = |status: &str| statuses[status].as_u64().unwrap_or(0) as usize;
+    assert_eq!(count("200") + count("202"), bodies.len(), "{summary}");
+    assert!(count("202") >= invalid, "{summary}");
+    wait_direct_done(&table);
+    serve.terminate_cleanly();
+    assert_same(&table, &late_reference(dir.path(), &file));
+    let dead = dead_letters(&table.with_extension("dead-letter.jsonl"));
+    assert_eq!(dead, stats.bad_lines as usize, "{stats:?}");
+}
+
 #[test]
 fn tokens_statuses_and_bad_bodies() {
     let dir = test_dir();
