@@ -29,8 +29,8 @@ seconds it used. Prints one table.
 """
 import argparse
 import json
-import resource
 import os
+import resource
 import shutil
 import subprocess
 import sys

@@ -40,7 +40,7 @@ const LONGEST_PAUSE: Duration = Duration::from_secs(5);
 const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// Where envelopes go: `http://HOST:PORT/PATH`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 struct Target {
     authority: String,
     path: String,
@@ -50,7 +50,7 @@ impl Target {
     fn parse(url: &str) -> anyhow::Result<Self> {
         let uri: Uri = url
             .parse()
-            .with_context(|| format!("--url {url:?} is not a URL"))?;
+            .with_context(|| format!("--url {url:?} is not a URL: give http://HOST:PORT/PATH"))?;
         match uri.scheme_str() {
             Some("http") => {}
             Some("https") => bail!(
@@ -381,7 +381,8 @@ mod tests {
     #[case("https://127.0.0.1:8443/notifications", "https is not supported")]
     #[case("ftp://127.0.0.1/x", "give http://")]
     #[case("127.0.0.1:8080/notifications", "give http://")]
-    #[case("http://", "not a URL")]
+    #[case("http://", "is not a URL: give http://")]
+    #[case("127.0.0.1 8080", "is not a URL: give http://")]
     fn other_urls_are_refused_with_the_reason(#[case] url: &str, #[case] reason: &str) {
         let e = format!("{:#}", Target::parse(url).expect_err("refused"));
         assert!(e.contains(reason), "{e}");
