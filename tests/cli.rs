@@ -483,6 +483,39 @@ fn usage_errors_exit_2_and_missing_key_exits_1() {
 }
 
 #[test]
+fn a_table_that_cannot_be_opened_fails_the_ingest_before_any_dead_letter() {
+    // Lines are decoded while the tables are opened; none may be
+    // dead-lettered by a run that cannot write, or a retry would add them
+    // again.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (input, _) = generate(dir.path(), "e.jsonl", &["--events", "20", "--seed", "3"]);
+    let text = std::fs::read_to_string(&input).expect("read");
+    std::fs::write(&input, format!("not json\n{text}")).expect("write");
+    let table = dir.path().join("t");
+    let log = table.join("_delta_log");
+    std::fs::create_dir_all(&log).expect("mkdir");
+    std::fs::write(log.join("00000000000000000000.json"), "garbage\n").expect("write");
+    let out = run(pullstats()
+        .args(["ingest", "--from-file"])
+        .arg(&input)
+        .arg("--table")
+        .arg(&table)
+        .env_remove("RUST_BACKTRACE"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("error: table at "), "{stderr}");
+    assert!(!dir.path().join("t.dead-letter.jsonl").exists());
+    assert!(!dir.path().join("t.rejected").exists());
+
+    // Once the table is readable, the same run dead-letters the line once.
+    std::fs::remove_dir_all(&table).expect("rm");
+    let summary = ingest(&input, &table);
+    assert!(summary.contains("bad 1"), "{summary}");
+    let dead = std::fs::read_to_string(dir.path().join("t.dead-letter.jsonl")).expect("dead");
+    assert_eq!(dead.lines().count(), 1, "{dead}");
+}
+
+#[test]
 fn empty_input_creates_an_empty_table() {
     let dir = tempfile::tempdir().expect("tempdir");
     let input = dir.path().join("empty.jsonl");

@@ -4,7 +4,9 @@
 //! sessionizes, enriches and builds Arrow batches, and the async side encodes
 //! them to Parquet and commits. Bounded channels between them keep memory
 //! flat. Nothing is committed unless the whole input was processed, so a
-//! failed run can be repeated without duplicates.
+//! failed run can be repeated without duplicates. Decoding starts while the
+//! tables are opened, and at the end both tables' open files are sealed at
+//! once: a short run is mostly these fixed costs.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -80,11 +82,6 @@ pub async fn ingest(args: &IngestArgs) -> anyhow::Result<IngestReport> {
         .as_deref()
         .context("nothing to ingest: give --from-file or --brokers and --topic")?;
     let (input, size, source) = open_input(from_file)?;
-    let table = table::open_or_create(&args.table, TableKind::Pulls).await?;
-    let mut writer = TableWriter::new(&args.table, table)?;
-    let rejected_path = table::rejected_path(&args.table);
-    let rejected_table = table::open_or_create(&rejected_path, TableKind::Rejected).await?;
-    let mut rejected_writer = TableWriter::new(&rejected_path, rejected_table)?;
     let run_id = format!("ingest-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"));
     // Beside a table in an object store, bad lines are collected in a local
     // temporary file and uploaded as `<table>.dead-letter/<run>.jsonl`.
@@ -110,33 +107,94 @@ pub async fn ingest(args: &IngestArgs) -> anyhow::Result<IngestReport> {
         max_future: future::bound_micros(args.session.max_future),
     };
     let bar = progress.clone();
+    // Lines are read and decoded while the tables are opened (creating them
+    // is two commits); the pipeline thread takes no line until they are
+    // open, so a table that cannot be opened leaves no dead letters.
+    let (tables_open, tables_opened) = std::sync::mpsc::sync_channel::<()>(1);
     let worker = std::thread::Builder::new()
         .name("pullstats-pipeline".into())
-        .spawn(move || process(input, &source, limits, pipeline, dead, tx, &bar))
+        .spawn(move || {
+            let go = tables_opened.recv();
+            go.map_err(|_| anyhow!("the tables were not opened"))?;
+            process(input, &source, limits, pipeline, dead, tx, &bar)
+        })
         .context("cannot start the pipeline thread")?;
+    let writers = async {
+        let table = table::open_or_create(&args.table, TableKind::Pulls).await?;
+        let writer = TableWriter::new(&args.table, table)?;
+        let rejected_path = table::rejected_path(&args.table);
+        let rejected = table::open_or_create(&rejected_path, TableKind::Rejected).await?;
+        Ok::<_, table::TableError>((writer, TableWriter::new(&rejected_path, rejected)?))
+    };
+    let (mut writer, rejected_writer) = match writers.await {
+        Ok(writers) => writers,
+        Err(e) => {
+            drop(tables_open);
+            let _ = tokio::task::spawn_blocking(move || worker.join()).await;
+            return Err(e.into());
+        }
+    };
+    // The pipeline thread is waiting for this; it cannot have gone.
+    let _ = tables_open.send(());
+    // The rejected counts are written by a task of their own, so that at the
+    // end their files are sealed while the actions' are.
+    let (rejected_tx, rejected_rx) = mpsc::channel::<RecordBatch>(CHANNEL_BATCHES);
+    let rejected_task = tokio::spawn(write_rejected(rejected_writer, rejected_rx));
 
-    let mut write_error = None;
+    let (mut write_error, mut rejected_stopped) = (None, false);
     while let Some(out) = rx.recv().await {
         let written = match out {
             Output::Pulls(batch) => writer.write(batch).await,
-            Output::Rejected(batch) => rejected_writer.write(batch).await,
+            Output::Rejected(batch) => {
+                // Fails only when the task stopped on an error (below).
+                rejected_stopped = rejected_tx.send(batch).await.is_err();
+                Ok(())
+            }
         };
         if let Err(e) = written {
             write_error = Some(e);
+        }
+        if write_error.is_some() || rejected_stopped {
             break;
         }
     }
     drop(rx);
+    drop(rejected_tx);
     let processed = tokio::task::spawn_blocking(move || worker.join())
         .await
         .context("pipeline thread lost")?
         .map_err(|_| anyhow!("the pipeline thread panicked"))?;
     progress.finish_and_clear();
+    let failed = |e: table::TableError| {
+        anyhow::Error::from(e).context("writing the table failed; nothing was committed")
+    };
+    let rejected = |task: tokio::task::JoinHandle<_>| async {
+        let written: Result<TableWriter, _> =
+            task.await.context("the rejected counts' writer was lost")?;
+        written.map_err(failed)
+    };
     if let Some(e) = write_error {
-        return Err(e).context("writing the table failed; nothing was committed");
+        rejected_task.abort();
+        return Err(failed(e));
     }
-    let (stats, dead_letters) =
-        processed.context("reading the input failed; nothing was committed")?;
+    if rejected_stopped {
+        return Err(match rejected(rejected_task).await {
+            Err(e) => e,
+            Ok(_) => anyhow!("the rejected counts' writer stopped"),
+        });
+    }
+    let (stats, dead_letters) = match processed {
+        Ok(processed) => processed,
+        Err(e) => {
+            rejected_task.abort();
+            return Err(e.context("reading the input failed; nothing was committed"));
+        }
+    };
+    // The actions' open files are sealed while the rejected task seals its
+    // own; nothing is committed unless both were written.
+    let sealed = writer.seal_all().await;
+    let mut rejected_writer = rejected(rejected_task).await?;
+    sealed.map_err(failed)?;
 
     let metadata = HashMap::from([(
         "pullstats".to_owned(),
@@ -177,6 +235,18 @@ pub async fn ingest(args: &IngestArgs) -> anyhow::Result<IngestReport> {
         dead_letters,
         dead_letters_at,
     })
+}
+
+/// Writes the rejected counts as they come, then seals their files.
+async fn write_rejected(
+    mut writer: TableWriter,
+    mut batches: mpsc::Receiver<RecordBatch>,
+) -> Result<TableWriter, table::TableError> {
+    while let Some(batch) = batches.recv().await {
+        writer.write(batch).await?;
+    }
+    writer.seal_all().await?;
+    Ok(writer)
 }
 
 pub(crate) type Input = Box<dyn BufRead + Send>;

@@ -634,12 +634,33 @@ impl TableWriter {
         Ok(())
     }
 
-    async fn seal_all(&mut self) -> Result<(), TableError> {
-        let days: Vec<String> = self.open.keys().cloned().collect();
-        for day in days {
-            self.seal(&day).await?;
+    /// Finishes every open file. Each is encoded and written on a task of
+    /// its own (the days are independent), so their last row groups are
+    /// encoded on every core at once. Files that were written are kept for
+    /// the commit (or [`Self::abort`]) even when another failed.
+    pub async fn seal_all(&mut self) -> Result<(), TableError> {
+        let mut open: Vec<(String, OpenFile)> = self.open.drain().collect();
+        open.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+        let tasks: Vec<_> = open
+            .into_iter()
+            .map(|(_, mut file)| tokio::spawn(async move { file.writer.flush().await }))
+            .collect();
+        let mut first_error = None;
+        for task in tasks {
+            let sealed = match task.await {
+                Ok(sealed) => sealed,
+                Err(e) => Err(DeltaTableError::generic(format!(
+                    "sealing a file stopped: {e}"
+                ))),
+            };
+            match sealed {
+                Ok(adds) => self.adds.extend(adds.into_iter().map(Action::Add)),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), |e| Err(delta(&self.path)(e)))
     }
 
     /// Commits every file written, with `metadata` recorded in the commit
@@ -735,8 +756,8 @@ impl TableWriter {
             .with_actions(actions)
             .build(Some(snapshot), self.table.log_store(), operation)
             .await;
-        let version = match result {
-            Ok(finalized) => finalized.version(),
+        let finalized = match result {
+            Ok(finalized) => finalized,
             Err(e) => {
                 let error = delta(&path)(e);
                 if error.is_conflict() {
@@ -747,11 +768,9 @@ impl TableWriter {
             }
         };
         self.adds.clear();
-        self.table
-            .update_incremental(Some(version))
-            .await
-            .map_err(delta(&path))?;
-        Ok(Some(version))
+        // The commit's post-commit step already read the new version.
+        self.table.state = Some(finalized.snapshot);
+        Ok(Some(finalized.version))
     }
 }
 
@@ -864,6 +883,47 @@ mod tests {
             ("2026-11-06", 1),
         ];
         let want: Vec<(String, u64)> = want.iter().map(|(d, n)| (d.to_string(), *n)).collect();
+        assert_eq!(files, want);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn open_files_are_sealed_together_in_day_order_and_committed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, mut w) = rejected_writer(dir.path()).await;
+        let days = ["2026-11-04", "2026-11-02", "2026-11-03", "2026-11-01"];
+        for (n, d) in days.iter().enumerate() {
+            w.write(rejected(&vec![*d; n + 1])).await.expect("write");
+        }
+        assert_eq!(w.open.len(), days.len());
+        w.seal_all().await.expect("seal");
+        assert!(w.open.is_empty());
+        let sealed: Vec<&str> = w
+            .adds
+            .iter()
+            .map(|a| match a {
+                Action::Add(add) => add.path.split('/').next().unwrap_or_default(),
+                _ => "",
+            })
+            .collect();
+        let want: Vec<String> = ["01", "02", "03", "04"]
+            .iter()
+            .map(|d| format!("{PARTITION_COLUMN}=2026-11-{d}"))
+            .collect();
+        assert_eq!(sealed, want);
+        let version = w.commit(HashMap::new(), Vec::new()).await.expect("commit");
+        assert_eq!(version, Some(1));
+        // The writer continues from the version it committed.
+        assert_eq!(w.table().version(), Some(1));
+        let mut files: Vec<(String, u64)> = maintenance::data_files(&path, w.table())
+            .expect("files")
+            .into_iter()
+            .map(|f| (f.day, f.rows.unwrap_or(0)))
+            .collect();
+        files.sort();
+        let want: Vec<(String, u64)> = [("01", 4), ("02", 2), ("03", 3), ("04", 1)]
+            .iter()
+            .map(|(d, n)| (format!("2026-11-{d}"), *n))
+            .collect();
         assert_eq!(files, want);
     }
 
