@@ -12,6 +12,13 @@ use pullstats::cli::{Cli, Command};
 use pullstats::cmd;
 
 fn main() -> ExitCode {
+    // RUST_BACKTRACE=1 is for panics. Left alone it also has libraries (the
+    // Delta kernel, anyhow) capture a backtrace into every error they make,
+    // which then fills the one-line error and the logs. RUST_LIB_BACKTRACE=1
+    // still asks for them. No other thread runs yet.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if let Err(e) = pullstats::config::apply_config_file(&args) {
         eprintln!("error: {e}");
