@@ -14,7 +14,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
 use crate::helpers::*;
-use pullstats::table::sessions::SessionStore;
+use pullstats::table::sessions::{SessionStore, SessionStoreError};
 use pullstats::table::{offset_app_id, state_app_id, Location};
 
 pub fn tansu() -> PathBuf {
@@ -425,8 +425,23 @@ pub fn table_progress(
             committed
                 .into_iter()
                 .map(|(p, (offset, generation))| {
-                    let closed =
-                        generation.is_some_and(|g| store.load(p, g).expect("state").is_empty());
+                    let closed = generation.is_some_and(|g| match store.load(p, g) {
+                        Ok(state) => state.is_empty(),
+                        // The daemon committed a newer state since
+                        // `committed` was read, and pruned this one: this
+                        // poll does not know, the next reads the newer one.
+                        // A state the latest commit still names must exist.
+                        Err(SessionStoreError::Read { source, .. })
+                            if source.kind() == std::io::ErrorKind::NotFound
+                                && committed_txns(&table, topic, partitions)
+                                    .get(&p)
+                                    .map(|c| c.1)
+                                    != Some(Some(g)) =>
+                        {
+                            false
+                        }
+                        Err(e) => panic!("state of partition {p}: {e}"),
+                    });
                     (p, (offset, closed))
                 })
                 .collect()
