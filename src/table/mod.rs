@@ -835,6 +835,17 @@ mod tests {
         );
     }
 
+    /// (day, rows) of every data file of `table`, sorted.
+    fn files_by_day(path: &Location, table: &DeltaTable) -> Vec<(String, u64)> {
+        let mut files: Vec<(String, u64)> = maintenance::data_files(path, table)
+            .expect("files")
+            .into_iter()
+            .map(|f| (f.day, f.rows.unwrap_or(0)))
+            .collect();
+        files.sort();
+        files
+    }
+
     /// A new rejected table in `dir`, and a writer to it.
     async fn rejected_writer(dir: &std::path::Path) -> (Location, TableWriter) {
         let path = Location::Local(dir.join("t"));
@@ -866,12 +877,7 @@ mod tests {
             w.write(day(d, 1)).await.expect("write");
         }
         w.commit(HashMap::new(), Vec::new()).await.expect("commit");
-        let mut files: Vec<(String, u64)> = maintenance::data_files(&path, w.table())
-            .expect("files")
-            .into_iter()
-            .map(|f| (f.day, f.rows.unwrap_or(0)))
-            .collect();
-        files.sort();
+        let files = files_by_day(&path, w.table());
         let want = [
             ("2026-11-01", 10),
             ("2026-11-01", 60),
@@ -914,12 +920,7 @@ mod tests {
         assert_eq!(version, Some(1));
         // The writer continues from the version it committed.
         assert_eq!(w.table().version(), Some(1));
-        let mut files: Vec<(String, u64)> = maintenance::data_files(&path, w.table())
-            .expect("files")
-            .into_iter()
-            .map(|f| (f.day, f.rows.unwrap_or(0)))
-            .collect();
-        files.sort();
+        let files = files_by_day(&path, w.table());
         let want: Vec<(String, u64)> = [("01", 4), ("02", 2), ("03", 3), ("04", 1)]
             .iter()
             .map(|(d, n)| (format!("2026-11-{d}"), *n))
