@@ -91,8 +91,9 @@ pub use crate::query::periods::PeriodsError as DataError;
 /// The table as the API sees it.
 pub struct Catalog {
     path: Location,
-    /// The table as last refreshed (computations run over this snapshot).
-    table: tokio::sync::Mutex<Option<DeltaTable>>,
+    /// The table as last refreshed (computations run over this snapshot),
+    /// and the versions it replayed since it was loaded whole.
+    table: tokio::sync::Mutex<Option<(DeltaTable, table::Replayed)>>,
     days: RwLock<Arc<Days>>,
     periods: RwLock<HashMap<Period, Arc<PeriodData>>>,
     /// Namespace totals over some of its repositories (tokens granted
@@ -125,7 +126,7 @@ impl Catalog {
 
     /// A copy of the table as last refreshed (cheap: the snapshot is shared).
     pub async fn table(&self) -> Option<DeltaTable> {
-        self.table.lock().await.clone()
+        self.table.lock().await.as_ref().map(|(t, _)| t.clone())
     }
 
     /// Reads the table's newest version and recomputes the days whose rows
@@ -133,21 +134,25 @@ impl Catalog {
     pub async fn refresh(&self) -> Result<bool, DataError> {
         let mut guard = self.table.lock().await;
         match guard.as_mut() {
-            Some(t) => t
-                .update_incremental(None)
-                .await
-                .map_err(|e| table::TableError::Delta {
-                    path: self.path.clone(),
-                    source: e,
-                })?,
+            Some((t, replayed)) => {
+                let from = t.version();
+                t.update_incremental(None)
+                    .await
+                    .map_err(|e| table::TableError::Delta {
+                        path: self.path.clone(),
+                        source: e,
+                    })?;
+                replayed.follow(&self.path, t, from, false).await;
+            }
             None => {
                 if !table::exists(&self.path).await? {
                     return Ok(false);
                 }
-                *guard = Some(table::open(&self.path, TableKind::Pulls).await?);
+                let t = table::open(&self.path, TableKind::Pulls).await?;
+                *guard = Some((t, table::Replayed::default()));
             }
         }
-        let Some(t) = guard.clone() else {
+        let Some(t) = guard.as_ref().map(|(t, _)| t.clone()) else {
             return Ok(false);
         };
         drop(guard);

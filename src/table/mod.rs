@@ -32,6 +32,7 @@ use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
 use deltalake::kernel::{Action, Remove, StructType, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::table::state::DeltaTableState;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::ObjectStore;
 use deltalake::{DeltaTable, DeltaTableError};
@@ -427,6 +428,59 @@ fn check_schema(path: &Location, kind: TableKind, schema: &StructType) -> Result
     Ok(())
 }
 
+/// Versions a long-lived handle on a table replays one by one before it is
+/// loaded whole again: the tables' checkpoint interval
+/// (`delta.checkpointInterval`, 100).
+pub const RELOAD_AFTER_VERSIONS: u64 = 100;
+
+/// Follows a table across versions without the cost of an update growing
+/// with the handle's age.
+///
+/// deltalake 1.1 keeps the metadata of a table's files as one Arrow batch
+/// per commit it replayed since the handle was loaded, and passes every
+/// batch through the log replay again at each update (its snapshots always
+/// hold every file; delta-rs issue 4584). A handle that follows a table for
+/// hours (the daemon's and `serve`'s writers, the API's catalog) would pay,
+/// at each commit, for every commit since it started: half a second per
+/// commit after a thousand on the benchmark machine (Performance, "Long
+/// runs"). So once it has replayed
+/// [`RELOAD_AFTER_VERSIONS`] versions, or its own commit wrote a checkpoint,
+/// the handle is loaded whole again, from the newest checkpoint: a few
+/// batches however many files.
+#[derive(Debug, Default)]
+pub struct Replayed(u64);
+
+impl Replayed {
+    /// Notes that `table` went from version `from` to its version now (by
+    /// an update or a commit of its own, `checkpointed` when that commit
+    /// wrote a checkpoint), and loads it whole again when that is due. A
+    /// failed load leaves the handle as it was (still right, only slower
+    /// to update) and is tried again next time.
+    pub async fn follow(
+        &mut self,
+        path: &Location,
+        table: &mut DeltaTable,
+        from: Option<u64>,
+        checkpointed: bool,
+    ) {
+        let Some(now) = table.version() else {
+            return;
+        };
+        self.0 += now.saturating_sub(from.unwrap_or(now));
+        if !checkpointed && self.0 < RELOAD_AFTER_VERSIONS {
+            return;
+        }
+        match DeltaTableState::try_new(table.log_store().as_ref(), Some(now)).await {
+            Ok(state) => {
+                table.state = Some(state);
+                self.0 = 0;
+            }
+            Err(e) => tracing::warn!(table = %path, version = now,
+                "cannot load the table whole again; updating it one version at a time: {e}"),
+        }
+    }
+}
+
 /// Streams batches into a table; see the module docs.
 pub struct TableWriter {
     path: Location,
@@ -440,6 +494,8 @@ pub struct TableWriter {
     /// Writes so far: when each open file was last written to.
     writes: u64,
     adds: Vec<Action>,
+    /// Versions `table` replayed since it was loaded whole.
+    replayed: Replayed,
 }
 
 /// One day's file being written.
@@ -524,6 +580,7 @@ impl TableWriter {
             open_rows_budget: OPEN_ROWS_BUDGET,
             writes: 0,
             adds: Vec::new(),
+            replayed: Replayed::default(),
         })
     }
 
@@ -546,6 +603,7 @@ impl TableWriter {
         self.abort().await?;
         batch_writer(&self.path, &table)?;
         self.table = table;
+        self.replayed = Replayed::default();
         Ok(())
     }
 
@@ -769,7 +827,12 @@ impl TableWriter {
         };
         self.adds.clear();
         // The commit's post-commit step already read the new version.
+        let from = self.table.version();
         self.table.state = Some(finalized.snapshot);
+        let checkpointed = finalized.metrics.new_checkpoint_created;
+        self.replayed
+            .follow(&path, &mut self.table, from, checkpointed)
+            .await;
         Ok(Some(finalized.version))
     }
 }
@@ -926,6 +989,74 @@ mod tests {
             .map(|(d, n)| (format!("2026-11-{d}"), *n))
             .collect();
         assert_eq!(files, want);
+    }
+
+    #[tokio::test]
+    async fn a_writer_loads_its_table_whole_again_once_its_commit_wrote_a_checkpoint() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, mut w) = rejected_writer(dir.path()).await;
+        let log = dir.path().join("t").join("_delta_log");
+        let checkpoints = || {
+            std::fs::read_dir(&log)
+                .expect("log")
+                .filter_map(Result::ok)
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .ends_with(".checkpoint.parquet")
+                })
+                .count()
+        };
+        let mut commits = 0;
+        while checkpoints() == 0 {
+            assert!(commits < 2 * RELOAD_AFTER_VERSIONS, "no checkpoint");
+            w.write(rejected(&["2026-11-01"])).await.expect("write");
+            w.commit(HashMap::new(), Vec::new()).await.expect("commit");
+            commits += 1;
+            // Until the checkpoint, each commit is replayed onto the handle.
+            if checkpoints() == 0 {
+                assert_eq!(w.replayed.0, commits);
+            }
+        }
+        // The commit that wrote it loaded the handle whole.
+        assert_eq!(w.replayed.0, 0);
+        w.write(rejected(&["2026-11-02"])).await.expect("write");
+        w.commit(HashMap::new(), Vec::new()).await.expect("commit");
+        assert_eq!(w.replayed.0, 1);
+        assert_eq!(w.table().version(), Some(commits + 1));
+        let files = files_by_day(&path, w.table());
+        let want = [
+            ("2026-11-01".to_owned(), commits),
+            ("2026-11-02".to_owned(), 1),
+        ];
+        let days: std::collections::BTreeMap<String, u64> =
+            files.into_iter().fold(Default::default(), |mut m, (d, n)| {
+                *m.entry(d).or_default() += n;
+                m
+            });
+        assert_eq!(days, want.into_iter().collect());
+    }
+
+    #[tokio::test]
+    async fn a_handle_updated_one_version_at_a_time_is_loaded_whole_past_the_interval() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, mut w) = rejected_writer(dir.path()).await;
+        w.write(rejected(&["2026-11-01"])).await.expect("write");
+        w.commit(HashMap::new(), Vec::new()).await.expect("commit");
+        let mut table = open(&path, TableKind::Rejected).await.expect("open");
+        let mut replayed = Replayed::default();
+        // Version 0 to 1, again and again: one version replayed each time.
+        for n in 1..RELOAD_AFTER_VERSIONS {
+            replayed.follow(&path, &mut table, Some(0), false).await;
+            assert_eq!(replayed.0, n);
+        }
+        replayed.follow(&path, &mut table, Some(0), false).await;
+        assert_eq!(replayed.0, 0);
+        assert_eq!(table.version(), Some(1));
+        assert_eq!(files_by_day(&path, &table).len(), 1);
+        // No version replayed: nothing to count.
+        replayed.follow(&path, &mut table, Some(1), false).await;
+        assert_eq!(replayed.0, 0);
     }
 
     #[tokio::test]
