@@ -66,6 +66,14 @@ def send(bin_path, port, bodies_file, connections, token_file):
     return json.loads(out), cpu
 
 
+def print_table(header, rows):
+    """A Markdown table, as README carries them."""
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+
+
 def start_serve(bin_path, work, table, tokens, extra):
     port = kafka_ingest.free_port()
     log = open(os.path.join(work, "serve.log"), "a")
@@ -170,11 +178,7 @@ def main():
     ap.add_argument("--direct", nargs="*", choices=["wal", "no-wal"], default=["wal"],
                     help="direct mode with its write-ahead log, without (--no-wal: slow), or both")
     args = ap.parse_args()
-    rows = run(args)
-    print("| scenario | input | serve | reference | serve / reference | answer latency |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print("| " + " | ".join(r) + " |")
+    print_table(("scenario", "input", "serve", "reference", "serve / reference", "answer latency"), run(args))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,120 @@
+"""A long-lived writer's commits: does a commit cost more as the writer ages?
+
+    python3 benches/long_run.py [--commits 2000] [--per-envelope 10]
+        [--bin target/release/pullstats]
+
+`pullstats serve --no-wal` (direct mode, answering an envelope once the
+commit covering it is durable) receives envelopes of --per-envelope events
+over one keep-alive connection, one at a time, so every envelope is a
+commit of its own: --commits commits by one process, as a daemon or `serve`
+makes over hours or days. serve's own histogram
+(`pullstats_commit_seconds`, polled from /metrics) gives the mean commit
+time over the first 100 commits, the reference, and over the last 100; the
+ratio of the two is 1 when a commit costs the same however many came
+before. The API's refresh, which rescans the days new commits touched, is
+set to once an hour so that only the writer is measured. Prints one table.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import serve_ingest  # noqa: E402
+
+ENV = serve_ingest.ENV
+WINDOW = 100
+
+
+def commit_totals(port):
+    """(commits, seconds) of serve's commit histogram so far."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    values = {}
+    for line in text.splitlines():
+        for name in ("pullstats_commit_seconds_count", "pullstats_commit_seconds_sum"):
+            if line.startswith(name + " "):
+                values[name] = float(line.split()[1])
+    return values.get("pullstats_commit_seconds_count", 0.0), values.get("pullstats_commit_seconds_sum", 0.0)
+
+
+def mean_ms(samples, first):
+    """Mean commit time (ms) over the first (or last) WINDOW commits or more,
+    from the polled (commits, seconds) totals."""
+    samples = sorted(set(samples))
+    if first:
+        start = samples[0]
+        end = next((s for s in samples if s[0] - start[0] >= WINDOW), samples[-1])
+    else:
+        end = samples[-1]
+        start = next((s for s in reversed(samples) if end[0] - s[0] >= WINDOW), samples[0])
+    n = end[0] - start[0]
+    return 1000 * (end[1] - start[1]) / n if n else float("nan"), int(n)
+
+
+def run(args):
+    work = tempfile.mkdtemp(prefix="pullstats-long-")
+    try:
+        events = os.path.join(work, "events.jsonl")
+        n_events = args.commits * args.per_envelope
+        subprocess.run([args.bin, "gen", "-q", "--events", str(n_events), "--format", "distribution",
+                        "--days", "1", "--output", events], check=True, env=ENV)
+        bodies = serve_ingest.envelopes(events, args.per_envelope)
+        bodies_file = os.path.join(work, "bodies.jsonl")
+        with open(bodies_file, "wb") as f:
+            f.writelines(b + b"\n" for b in bodies)
+        tokens = os.path.join(work, "tokens.toml")
+        token_file = os.path.join(work, "token")
+        with open(token_file, "w") as f:
+            subprocess.run([args.bin, "token", "create", "--tokens", tokens, "--name", "bench", "--role", "receive"],
+                           check=True, env=ENV, stdout=f, stderr=subprocess.DEVNULL)
+        table = os.path.join(work, "pulls")
+        p, port = serve_ingest.start_serve(args.bin, work, table, tokens,
+                                          ["--no-wal", "--refresh-interval", "1h"])
+        samples, done = [commit_totals(port)], threading.Event()
+
+        def poll():
+            while not done.wait(0.5):
+                samples.append(commit_totals(port))
+
+        poller = threading.Thread(target=poll)
+        poller.start()
+        t = time.perf_counter()
+        try:
+            sent, _ = serve_ingest.send(args.bin, port, bodies_file, 1, token_file)
+        finally:
+            done.set()
+            poller.join()
+        took = time.perf_counter() - t
+        samples.append(commit_totals(port))
+        serve_ingest.stop(p)
+        if sent["envelopes"] != len(bodies) or set(sent["statuses"]) != {"200"}:
+            sys.exit(f"not every envelope was answered 200: {sent}")
+        first, n_first = mean_ms(samples, True)
+        last, n_last = mean_ms(samples, False)
+        commits = int(samples[-1][0])
+        return [("serve --no-wal, one envelope per commit",
+                 f"{len(bodies):,} envelopes of {args.per_envelope} events, 1 connection",
+                 f"{commits:,} commits in {took:.0f} s; last {n_last} commits {last:.1f} ms each",
+                 f"first {n_first} commits {first:.1f} ms each",
+                 f"{last / first:.2f} of the time")]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin", default="target/release/pullstats")
+    ap.add_argument("--commits", type=int, default=2000)
+    ap.add_argument("--per-envelope", type=int, default=10)
+    args = ap.parse_args()
+    serve_ingest.print_table(("scenario", "input", "pullstats", "reference", "last / first"), run(args))
+
+
+if __name__ == "__main__":
+    main()
