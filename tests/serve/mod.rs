@@ -39,7 +39,8 @@ pub struct Serve {
 impl Serve {
     /// Starts `serve` with `--table table --tokens tokens` and `extra`, and
     /// waits until it answers `/healthz`. Sessions close after 1 s without
-    /// a notification unless `extra` says `--idle-close`.
+    /// a notification unless `extra` says `--idle-close`, and the lateness
+    /// bound is the tests' hour unless it says `--max-lateness`.
     pub fn start(table: &Path, tokens: &Path, extra: &[&str]) -> Self {
         Self::start_at(
             &table.display().to_string(),
