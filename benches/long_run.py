@@ -15,7 +15,6 @@ before. The API's refresh, which rescans the days new commits touched, is
 set to once an hour so that only the writer is measured. Prints one table.
 """
 import argparse
-import json
 import os
 import shutil
 import subprocess
