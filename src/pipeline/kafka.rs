@@ -32,6 +32,7 @@ use super::dead_letter::{DeadLetter, DeadLetterError, DeadLetterSink, Position};
 /// Settings the daemon always sets; `-X` may not override them because
 /// exactly-once depends on them.
 const FIXED_SETTINGS: &[&str] = &[
+    "auto.offset.reset",
     "enable.auto.commit",
     "enable.auto.offset.store",
     "partition.assignment.strategy",
@@ -206,6 +207,29 @@ pub enum GroupEvent<R: Resumer> {
     ResumeFailed(R::Error),
 }
 
+/// How many messages before the table's next offset a partition is
+/// fetched from when it is assigned or rewound; the engine skips what the
+/// table already has. tansu 0.6 cannot start a fetch inside a record batch
+/// (README, quirk 2): from the table's offset it delivers nothing of that
+/// batch, and nothing at all when the batch is the partition's last, while
+/// the end it reports lies before the offset (quirk 1), so the partition
+/// would look read to its end and the batch's rest would wait for the next
+/// message. A librdkafka producer puts at most 10,000 messages in a batch
+/// (`batch.num.messages`), so this starts before the batch. Against Kafka
+/// it costs re-reading up to this many messages per partition and
+/// assignment.
+pub const RESUME_OVERLAP: i64 = 10_000;
+
+/// Where to fetch a partition whose next offset per the table is `next`
+/// (`start` when the table has none): [`RESUME_OVERLAP`] before it. An
+/// offset no longer in the topic restarts at the oldest one kept
+/// (`auto.offset.reset=earliest`, set by [`subscribe`]).
+pub fn fetch_from(next: Option<i64>, start: Offset) -> Offset {
+    next.map_or(start, |n| {
+        Offset::Offset(n.saturating_sub(RESUME_OVERLAP).max(0))
+    })
+}
+
 /// The consumer's context: rebalances (see the module docs) and logs.
 pub struct GroupContext<R: Resumer> {
     topic: String,
@@ -259,7 +283,7 @@ impl<R: Resumer> GroupContext<R> {
         match self.resumer.resume(&partitions) {
             Ok((offsets, resume)) => {
                 for (&p, offset) in partitions.iter().zip(&offsets) {
-                    let at = offset.map_or(self.start, Offset::Offset);
+                    let at = fetch_from(*offset, self.start);
                     if let Err(e) = tpl.set_partition_offset(&self.topic, p, at) {
                         tracing::error!(partition = p, "cannot set the start offset: {e}");
                     }
@@ -388,6 +412,7 @@ pub fn subscribe<R: Resumer>(
 ) -> Result<BaseConsumer<GroupContext<R>>, KafkaSourceError> {
     let mut config = config.clone();
     config
+        .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("partition.assignment.strategy", "range,roundrobin");
@@ -568,5 +593,41 @@ impl DeadLetterSink for KafkaDeadLetters {
 
     fn count(&self) -> u64 {
         self.count
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partition_is_fetched_from_before_the_tables_offset_never_below_zero() {
+        assert_eq!(
+            fetch_from(Some(25_000), Offset::End),
+            Offset::Offset(15_000)
+        );
+        assert_eq!(fetch_from(Some(200), Offset::End), Offset::Offset(0));
+        assert_eq!(fetch_from(None, Offset::Beginning), Offset::Beginning);
+    }
+
+    #[test]
+    fn settings_exactly_once_depends_on_are_refused_from_the_command_line() {
+        for key in [
+            "auto.offset.reset",
+            "enable.auto.commit",
+            "enable.auto.offset.store",
+            "partition.assignment.strategy",
+            "bootstrap.servers",
+        ] {
+            let given = [(key.to_owned(), "x".to_owned())];
+            assert!(
+                matches!(
+                    client_config("127.0.0.1:9092", &[], &given),
+                    Err(KafkaSourceError::Setting { .. })
+                ),
+                "{key}"
+            );
+        }
+        assert!(client_config("127.0.0.1:9092", &[], &[("linger.ms".into(), "5".into())]).is_ok());
     }
 }

@@ -200,7 +200,7 @@ impl Source for KafkaSource {
         let mut tpl = TopicPartitionList::new();
         for &(lane, offset) in positions {
             self.at_end.remove(&lane);
-            let at = offset.map_or(self.start, Offset::Offset);
+            let at = kafka::fetch_from(offset, self.start);
             tpl.add_partition_offset(&self.topic, lane, at)
                 .map_err(|e| broker("positioning a partition", e))?;
         }

@@ -196,7 +196,7 @@ impl Drop for Broker {
     }
 }
 
-pub fn wait_until(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
+pub fn wait_until(timeout: Duration, what: impl std::fmt::Display, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !done() {
         assert!(
@@ -459,15 +459,36 @@ pub fn wait_done(
     timeout: Duration,
 ) {
     let table = table.into();
-    wait_until(timeout, "the daemon to ingest everything", || {
+    let last = std::cell::RefCell::new(BTreeMap::new());
+    wait_until(timeout, Behind { ends, last: &last }, || {
         let progress = table_progress(&table, topic, ends.len() as u32);
-        ends.iter().all(|(p, end)| {
+        let done = ends.iter().all(|(p, end)| {
             *end == 0
                 || progress
                     .get(p)
                     .is_some_and(|(o, closed)| *o == Some(*end) && *closed)
-        })
+        });
+        *last.borrow_mut() = progress;
+        done
     });
+}
+
+/// What [`wait_done`] waited for, and where the table last stood.
+struct Behind<'a> {
+    ends: &'a BTreeMap<i32, i64>,
+    last: &'a std::cell::RefCell<BTreeMap<i32, (Option<i64>, bool)>>,
+}
+
+impl std::fmt::Display for Behind<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the daemon to ingest everything: each partition's end {:?}; \
+             the table's next offset and whether its sessions are closed {:?}",
+            self.ends,
+            self.last.borrow()
+        )
+    }
 }
 
 /// The file-ingest reference table of `events`.

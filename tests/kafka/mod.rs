@@ -639,6 +639,41 @@ fn broker_down_for_30_seconds_is_survived() {
     assert_same_tables(&table, &reference(dir.path(), &events));
 }
 
+/// A partition resumed inside its last record batch. On tansu 0.6 a fetch
+/// from there returns nothing and the reported end is before it (README,
+/// quirks 1 and 2); in the S3 pair test, a daemon that took over such a
+/// partition closed its sessions as quiet and never read the batch's rest.
+/// Here a first broker holds the first half of the events, which a daemon
+/// commits; a second broker holds them all in one batch, so the table's
+/// offset falls inside it.
+#[test]
+fn a_daemon_resuming_inside_the_last_record_batch_reads_the_rest() {
+    let dir = test_dir();
+    let (events, _) = generate(dir.path(), "events.jsonl", &["--events", "400"]);
+    let bytes = std::fs::read(&events).expect("events");
+    let messages: Vec<(Option<&str>, Vec<u8>)> = bytes
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| (None, l.to_vec()))
+        .collect();
+    let half = messages.len() / 2;
+    let table = dir.path().join("pulls");
+    let on_broker = |name: &str, messages: &[(Option<&str>, Vec<u8>)]| {
+        let own = dir.path().join(name);
+        std::fs::create_dir_all(&own).expect("broker directory");
+        let broker = Broker::memory(&own);
+        broker.create_topic_with_dlq("events", 1);
+        broker.produce_raw("events", messages);
+        let mut d = daemon(&broker, "events", "g-batch", &table, &[]);
+        let ends = BTreeMap::from([(0, messages.len() as i64)]);
+        wait_done(&table, "events", &ends, Duration::from_secs(60));
+        d.terminate_cleanly();
+    };
+    on_broker("first", &messages[..half]);
+    on_broker("second", &messages);
+    assert_same_tables(&table, &reference(dir.path(), &events));
+}
+
 /// tansu 0.6 quirks the daemon works around, reduced to their minimum.
 /// Run with `cargo test --test cli -- --ignored tansu_quirks`; it fails
 /// once tansu behaves like Kafka, which is the cue to drop the workarounds.
