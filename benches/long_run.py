@@ -1,7 +1,7 @@
 """A long-lived writer's commits: does a commit cost more as the writer ages?
 
     python3 benches/long_run.py [--commits 2000] [--per-envelope 10]
-        [--bin target/release/pullstats]
+        [--auto-compact 30s] [--bin target/release/pullstats]
 
 `pullstats serve --no-wal` (direct mode, answering an envelope once the
 commit covering it is durable) receives envelopes of --per-envelope events
@@ -13,6 +13,11 @@ time over the first 100 commits, the reference, and over the last 100; the
 ratio of the two is 1 when a commit costs the same however many came
 before. The API's refresh, which rescans the days new commits touched, is
 set to once an hour so that only the writer is measured. Prints one table.
+
+With --auto-compact INTERVAL the events are dated today (UTC), the day
+being written, and serve compacts beside the writer every INTERVAL
+(`--auto-compact`, which merges the open day's files): the last commits
+then cost what the live files left by the last pass cost.
 """
 import argparse
 import os
@@ -61,8 +66,9 @@ def run(args):
     try:
         events = os.path.join(work, "events.jsonl")
         n_events = args.commits * args.per_envelope
+        today = ["--start", time.strftime("%Y-%m-%d", time.gmtime())] if args.auto_compact else []
         subprocess.run([args.bin, "gen", "-q", "--events", str(n_events), "--format", "distribution",
-                        "--days", "1", "--output", events], check=True, env=ENV)
+                        "--days", "1", "--output", events, *today], check=True, env=ENV)
         bodies = serve_ingest.envelopes(events, args.per_envelope)
         bodies_file = os.path.join(work, "bodies.jsonl")
         with open(bodies_file, "wb") as f:
@@ -73,8 +79,9 @@ def run(args):
             subprocess.run([args.bin, "token", "create", "--tokens", tokens, "--name", "bench", "--role", "receive"],
                            check=True, env=ENV, stdout=f, stderr=subprocess.DEVNULL)
         table = os.path.join(work, "pulls")
+        compaction = ["--auto-compact", "--auto-compact-interval", args.auto_compact] if args.auto_compact else []
         p, port = serve_ingest.start_serve(args.bin, work, table, tokens,
-                                          ["--no-wal", "--refresh-interval", "1h"])
+                                          ["--no-wal", "--refresh-interval", "1h", *compaction])
         samples, done = [commit_totals(port)], threading.Event()
 
         def poll():
@@ -97,7 +104,10 @@ def run(args):
         first, n_first = mean_ms(samples, True)
         last, n_last = mean_ms(samples, False)
         commits = int(samples[-1][0])
-        return [("serve --no-wal, one envelope per commit",
+        scenario = "serve --no-wal, one envelope per commit"
+        if args.auto_compact:
+            scenario += f", --auto-compact every {args.auto_compact}"
+        return [(scenario,
                  f"{len(bodies):,} envelopes of {args.per_envelope} events, 1 connection",
                  f"{commits:,} commits in {took:.0f} s; last {n_last} commits {last:.1f} ms each",
                  f"first {n_first} commits {first:.1f} ms each",
@@ -111,6 +121,8 @@ def main():
     ap.add_argument("--bin", default="target/release/pullstats")
     ap.add_argument("--commits", type=int, default=2000)
     ap.add_argument("--per-envelope", type=int, default=10)
+    ap.add_argument("--auto-compact", metavar="INTERVAL",
+                    help="events dated today, serve compacting every INTERVAL (e.g. 30s)")
     args = ap.parse_args()
     serve_ingest.print_table(("scenario", "input", "pullstats", "reference", "last / first"), run(args))
 

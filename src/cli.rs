@@ -182,6 +182,10 @@ pub struct ServeArgs {
     /// On SIGTERM, give in-flight envelopes and the final commit this long.
     #[arg(long, env = "PULLSTATS_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+    /// Direct mode: compaction beside the writer (forward mode: the
+    /// daemon's own `--auto-compact`).
+    #[command(flatten)]
+    pub compaction: AutoCompactArgs,
     #[command(flatten)]
     pub api: ApiArgs,
     #[command(flatten)]
@@ -549,18 +553,26 @@ pub struct KafkaArgs {
     /// daemon exits 1 and the uncommitted work is redone on restart.
     #[arg(long, env = "PULLSTATS_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
-    /// Compact closed days once no file has reached them for
-    /// --auto-compact-interval (as `pullstats compact` does).
+    #[command(flatten)]
+    pub compaction: AutoCompactArgs,
+    #[command(flatten)]
+    pub reload: ReloadArgs,
+}
+
+/// Compaction beside a long-running writer (the daemon, `serve`'s direct mode).
+#[derive(Debug, Args, Clone)]
+pub struct AutoCompactArgs {
+    /// Every --auto-compact-interval, compact the closed days no file has
+    /// reached for that long and the small files of the day being written
+    /// (as `pullstats compact` does), then bring the periods table up to date.
     #[arg(long, env = "PULLSTATS_AUTO_COMPACT")]
     pub auto_compact: bool,
-    /// How often the daemon looks for quiet days to compact.
+    /// How often to look for days to compact.
     #[arg(long, env = "PULLSTATS_AUTO_COMPACT_INTERVAL", default_value = "1h", value_parser = parse_duration)]
     pub auto_compact_interval: Duration,
     /// Size of the files compaction writes.
     #[arg(long, env = "PULLSTATS_TARGET_FILE_SIZE", default_value = "128MiB", value_parser = parse_bytes)]
     pub target_file_size: u64,
-    #[command(flatten)]
-    pub reload: ReloadArgs,
 }
 
 /// Enrichment reloads of the long-running commands.

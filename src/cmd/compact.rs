@@ -21,6 +21,7 @@ pub async fn run(args: CompactArgs) -> anyhow::Result<()> {
         today: args.today.unwrap_or_else(|| now.date_naive()),
         quiet_for: None,
         now_ms: now.timestamp_millis(),
+        open_days: false,
     };
     for (path, kind) in maintenance::tables(&args.table).await? {
         let mut print = |r: &CompactReport| println!("{}: {r}", path);

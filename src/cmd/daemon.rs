@@ -63,14 +63,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
         .watches_files()
         .then(|| reload::spawn(reloader, k.reload.reload_interval, signals.hangup.clone()))
         .unzip();
-    let compactor = k.auto_compact.then(|| {
-        tokio::spawn(stream::auto_compact(
-            args.table.clone(),
-            k.auto_compact_interval,
-            k.target_file_size,
-            metrics.clone(),
-        ))
-    });
+    let compactor = stream::compact::spawn(&k.compaction, &args.table, metrics.clone());
     tracing::info!(%brokers, %topic, group = %k.group, dlq = %dlq_topic, table = %args.table, "daemon started");
     let parts = EngineParts {
         source,

@@ -162,6 +162,9 @@ fn forward_app(
     draining: &Arc<AtomicBool>,
     max_body: usize,
 ) -> anyhow::Result<App> {
+    if args.compaction.auto_compact {
+        bail!("--auto-compact is for direct mode; in forward mode the daemon writes the table: give it to `pullstats ingest --brokers …`");
+    }
     let dlq_topic = stream::dead_letter_topic(topic, args.dlq_topic.as_deref())?;
     let config = kafka::client_config(
         brokers,
@@ -274,11 +277,15 @@ async fn direct_app(
         reloads,
     };
     let running = Arc::new(AtomicBool::new(true));
+    let compactor = stream::compact::spawn(&args.compaction, &args.table, metrics.clone());
     let engine = {
         let signals = signals.clone();
         let running = running.clone();
         tokio::spawn(async move {
             let result = stream::run(parts, tables, &signals).await;
+            if let Some(compactor) = compactor {
+                compactor.abort();
+            }
             running.store(false, Ordering::SeqCst);
             if let Err(e) = &result {
                 tracing::error!("the table writer stopped: {e}; shutting down");

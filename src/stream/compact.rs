@@ -4,17 +4,40 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cli::AutoCompactArgs;
 use crate::metrics::Metrics;
 use crate::query::periods;
 use crate::table::maintenance::{self, CompactOptions, CompactReport, DaySelection};
 
+/// The `--auto-compact` task beside a writer of `table`, when asked for;
+/// it runs until aborted.
+pub fn spawn(
+    args: &AutoCompactArgs,
+    table: &crate::table::Location,
+    metrics: Arc<Metrics>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    args.auto_compact.then(|| {
+        tokio::spawn(auto_compact(
+            table.clone(),
+            args.auto_compact_interval,
+            args.target_file_size,
+            metrics,
+        ))
+    })
+}
+
 /// Every `interval`, compacts the closed days that no file reached for
-/// `interval` (the pulls table and those beside it), then brings the
-/// periods table up to date (`query::periods`). Compaction commits change
-/// no data, so they never conflict with the epochs' appends. Runs until
-/// aborted; a compaction cut short commits nothing (its files are orphans
-/// that `pullstats vacuum` deletes).
-pub async fn auto_compact(
+/// `interval` and the small files of the open days (today, and later days
+/// a skewed clock wrote to), in the pulls table and those beside it; then
+/// brings the periods table up to date (`query::periods`). The open day
+/// gets a file per commit, and a commit costs more the more files are
+/// live, so it is merged at every pass rather than once it is over; it
+/// stays small until its merged file passes half the target size, so each
+/// pass rewrites at most that much. Compaction commits change no data, so
+/// they never conflict with the epochs' appends. Runs until aborted; a
+/// compaction cut short commits nothing (its files are orphans that
+/// `pullstats vacuum` deletes).
+async fn auto_compact(
     table: crate::table::Location,
     interval: Duration,
     target_bytes: u64,
@@ -32,6 +55,7 @@ pub async fn auto_compact(
             today: now.date_naive(),
             quiet_for: Some(interval),
             now_ms: now.timestamp_millis(),
+            open_days: true,
         };
         let tables = match maintenance::tables(&table).await {
             Ok(t) => t,

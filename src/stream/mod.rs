@@ -25,7 +25,7 @@
 //! lane, can be positioned, and takes work away in whole assignments can
 //! drive the same epochs, commits and saved state.
 
-mod compact;
+pub mod compact;
 mod engine;
 mod epoch;
 pub mod kafka;
@@ -51,7 +51,6 @@ use crate::pipeline::{Lane, Pipeline, PipelineError};
 use crate::table::sessions::{SessionStore, SessionStoreError};
 use crate::table::{self, TableError, TableKind, TableWriter};
 
-pub use compact::auto_compact;
 pub use resume::{PartitionResume, ResumeSet, TableResumer};
 pub use source::{Source, SourceEvent};
 

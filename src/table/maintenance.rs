@@ -178,6 +178,10 @@ pub struct CompactOptions {
     pub quiet_for: Option<Duration>,
     /// The clock for `quiet_for` (ms since the epoch).
     pub now_ms: i64,
+    /// Also the days from `today` on, quiet or not (`--auto-compact`): a
+    /// day being written gets a file per commit, and each commit costs
+    /// more the more files the table has live.
+    pub open_days: bool,
 }
 
 /// A day is worth compacting once it has this many small files; a lone
@@ -217,8 +221,9 @@ pub fn plan(files: &[DataFile], options: &CompactOptions) -> Vec<DayPlan> {
             day >= d.format("%Y-%m-%d").to_string().as_str() && day < today.as_str()
         }
     };
+    let open = |day: &str| options.open_days && day >= today.as_str();
     let mut days: BTreeMap<&str, (Vec<DataFile>, i64)> = BTreeMap::new();
-    for f in files.iter().filter(|f| selected(&f.day)) {
+    for f in files.iter().filter(|f| open(&f.day) || selected(&f.day)) {
         let entry = days.entry(&f.day).or_default();
         entry.1 = entry.1.max(f.modified_ms);
         if is_small(f.bytes, options.target_bytes) {
@@ -231,7 +236,9 @@ pub fn plan(files: &[DataFile], options: &CompactOptions) -> Vec<DayPlan> {
             .is_none_or(|q| options.now_ms - newest_ms >= q.as_millis() as i64)
     };
     days.into_iter()
-        .filter(|(_, (small, newest))| small.len() >= MIN_SMALL_FILES && quiet(*newest))
+        .filter(|(day, (small, newest))| {
+            small.len() >= MIN_SMALL_FILES && (open(day) || quiet(*newest))
+        })
         .map(|(day, (files, _))| DayPlan {
             day: day.to_owned(),
             files,
@@ -366,7 +373,8 @@ async fn compact_day(
     };
     for attempt in 1..=MAX_ATTEMPTS {
         let table = super::open(path, kind).await?;
-        let Some(plan) = plan(&data_files(path, &table)?, &options).pop() else {
+        let planned = plan(&data_files(path, &table)?, &options);
+        let Some(plan) = planned.into_iter().find(|p| p.day == day) else {
             return Ok(None);
         };
         match rewrite(path, kind, table, &plan, options.target_bytes).await {
@@ -707,6 +715,7 @@ mod tests {
             today: day("2026-11-24"),
             quiet_for: None,
             now_ms: 10_000,
+            open_days: false,
         }
     }
 
@@ -747,6 +756,30 @@ mod tests {
         );
         let got: Vec<&str> = plans.iter().map(|p| p.day.as_str()).collect();
         assert_eq!(got, want);
+    }
+
+    /// `--auto-compact`: closed days once quiet, the open ones whenever
+    /// they have small files (today's last was written 100 ms ago).
+    #[test]
+    fn open_days_are_planned_quiet_or_not() {
+        let mut files = files();
+        files.push(file("2026-11-24", 100, 9_900));
+        files.push(file("2026-11-25", 100, 9_900));
+        files.push(file("2026-11-25", 100, 9_950));
+        let options = CompactOptions {
+            quiet_for: Some(Duration::from_secs(1)),
+            open_days: true,
+            ..options(DaySelection::Closed)
+        };
+        let plans = plan(&files, &options);
+        let got: Vec<(&str, usize)> = plans
+            .iter()
+            .map(|p| (p.day.as_str(), p.files.len()))
+            .collect();
+        assert_eq!(
+            got,
+            [("2026-11-01", 2), ("2026-11-24", 3), ("2026-11-25", 2)]
+        );
     }
 
     #[test]

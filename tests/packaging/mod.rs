@@ -25,6 +25,28 @@ fn output_ok(cmd: &mut Command) -> (String, String) {
     (stdout, stderr)
 }
 
+/// Each setting `serve.env` names (set or commented out) is one `serve`
+/// reads: a misspelt or another command's variable would be ignored.
+#[test]
+fn serve_env_names_only_settings_serve_reads() {
+    let env = std::fs::read_to_string(packaging().join("systemd/serve.env")).expect("serve.env");
+    let (help, _) = output_ok(pullstats().args(["serve", "--help"]));
+    let names: Vec<&str> = env
+        .lines()
+        .map(|l| l.trim_start_matches('#'))
+        .filter_map(|l| l.split_once('=').map(|(name, _)| name))
+        .filter(|name| name.starts_with("PULLSTATS_"))
+        .collect();
+    assert!(names.contains(&"PULLSTATS_AUTO_COMPACT"), "{names:?}");
+    for name in names {
+        // `[env: NAME=value]`, or `[env: NAME]` for a secret.
+        let listed = ["=", "]"]
+            .iter()
+            .any(|end| help.contains(&format!("[env: {name}{end}")));
+        assert!(listed, "serve reads no {name}");
+    }
+}
+
 #[test]
 fn bash_completes_subcommands_and_flags() {
     let bash = tool("bash", "bash");

@@ -18,6 +18,7 @@ mod web;
 use crate::helpers::*;
 use crate::kafka::harness::*;
 use pullstats::gen::GenStats;
+use pullstats::table::TableKind;
 
 /// Direct mode's stream name in the table's application ids.
 const DIRECT: &str = "notifications";
@@ -375,6 +376,87 @@ fn direct_mode_equals_file_ingest_through_resends_and_kills() {
     assert!(
         dead >= stats.bad_lines as usize,
         "{dead} dead letters, {stats:?}"
+    );
+}
+
+/// `--auto-compact` merges the files of the day being written: without it
+/// a day keeps one file per commit until it is over, and each commit costs
+/// more the more files are live. `--no-wal` makes every envelope a commit.
+#[test]
+fn auto_compact_merges_the_files_of_the_day_being_written() {
+    let dir = test_dir();
+    let today = chrono::Utc::now()
+        .date_naive()
+        .format("%Y-%m-%d")
+        .to_string();
+    let (events, _) = generate(
+        dir.path(),
+        "events.jsonl",
+        &[
+            "--events",
+            "2000",
+            "--seed",
+            "31",
+            "--format",
+            "distribution",
+            "--days",
+            "1",
+            "--start",
+            &today,
+        ],
+    );
+    let tokens = dir.path().join("tokens.toml");
+    let secret = token(&tokens, "registry", "receive", &[]);
+    let table = dir.path().join("pulls");
+    let compaction = ["--auto-compact", "--auto-compact-interval", "1s"];
+    let mut serve = Serve::start(&table, &tokens, &[&compaction[..], &["--no-wal"]].concat());
+    let bodies = bodies(&events, 100);
+    post_all(&serve, &secret, &bodies);
+    wait_direct_done(&table);
+    let files_today = || {
+        runtime().block_on(async {
+            let info = pullstats::table::maintenance::info(
+                &table.as_path().into(),
+                TableKind::Pulls,
+                128 << 20,
+            )
+            .await
+            .expect("info");
+            info.days.get(&today).map_or(0, |d| d.files)
+        })
+    };
+    wait_until(
+        Duration::from_secs(60),
+        "the day's files merged into one",
+        || files_today() == 1,
+    );
+    let metrics = serve.metrics();
+    let compacted = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("pullstats_compacted_days_total "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(compacted.is_some_and(|n| n > 0), "{metrics}");
+    serve.terminate_cleanly();
+    assert_same(&table, &late_reference(dir.path(), &events));
+    // In forward mode the daemon writes (and compacts) the table.
+    let refused = run(pullstats()
+        .args(["serve", "--table"])
+        .arg(&table)
+        .arg("--tokens")
+        .arg(&tokens)
+        .args([
+            "--brokers",
+            "127.0.0.1:1",
+            "--topic",
+            "events",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(compaction));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("--auto-compact is for direct mode"),
+        "{stderr}"
     );
 }
 
