@@ -61,6 +61,17 @@ def mean_ms(samples, first):
     return 1000 * (end[1] - start[1]) / n if n else float("nan"), int(n)
 
 
+def print_series(samples):
+    """The mean commit time of each successive WINDOW commits, to stderr."""
+    samples = sorted(set(samples))
+    start = samples[0]
+    for s in samples:
+        if s[0] - start[0] >= WINDOW:
+            print(f"commits {int(start[0]):>6}..{int(s[0]):<6} {1000 * (s[1] - start[1]) / (s[0] - start[0]):7.1f} ms",
+                  file=sys.stderr)
+            start = s
+
+
 def run(args):
     work = tempfile.mkdtemp(prefix="pullstats-long-")
     try:
@@ -101,6 +112,8 @@ def run(args):
         serve_ingest.stop(p)
         if sent["envelopes"] != len(bodies) or set(sent["statuses"]) != {"200"}:
             sys.exit(f"not every envelope was answered 200: {sent}")
+        if args.series:
+            print_series(samples)
         first, n_first = mean_ms(samples, True)
         last, n_last = mean_ms(samples, False)
         commits = int(samples[-1][0])
@@ -121,6 +134,8 @@ def main():
     ap.add_argument("--bin", default="target/release/pullstats")
     ap.add_argument("--commits", type=int, default=2000)
     ap.add_argument("--per-envelope", type=int, default=10)
+    ap.add_argument("--series", action="store_true",
+                    help="also print the mean of every ~100 commits, in order, to stderr")
     ap.add_argument("--auto-compact", metavar="INTERVAL",
                     help="events dated today, serve compacting every INTERVAL (e.g. 30s)")
     args = ap.parse_args()
