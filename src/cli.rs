@@ -182,8 +182,7 @@ pub struct ServeArgs {
     /// On SIGTERM, give in-flight envelopes and the final commit this long.
     #[arg(long, env = "PULLSTATS_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
-    /// Direct mode: compaction beside the writer (forward mode: the
-    /// daemon's own `--auto-compact`).
+    /// Direct mode (forward mode: the daemon's own `--auto-compact`).
     #[command(flatten)]
     pub compaction: AutoCompactArgs,
     #[command(flatten)]
@@ -564,7 +563,8 @@ pub struct KafkaArgs {
 pub struct AutoCompactArgs {
     /// Every --auto-compact-interval, compact the closed days no file has
     /// reached for that long and the small files of the day being written
-    /// (as `pullstats compact` does), then bring the periods table up to date.
+    /// (as `pullstats compact` does), then bring the periods table up to
+    /// date. `serve`: direct mode only.
     #[arg(long, env = "PULLSTATS_AUTO_COMPACT")]
     pub auto_compact: bool,
     /// How often to look for days to compact.
