@@ -207,6 +207,14 @@ pub fn wait_until(timeout: Duration, what: impl std::fmt::Display, mut done: imp
     }
 }
 
+/// The value of the series `name` (with its labels, if any) in a
+/// Prometheus text exposition.
+pub fn counter(metrics: &str, name: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
 /// `pullstats produce` of a file.
 pub fn produce(broker: &Broker, topic: &str, file: &Path) {
     run_ok(

@@ -138,10 +138,7 @@ fn auto_compact_rewrites_quiet_days_beside_the_daemon() {
     // The daemon did it (a day is compacted only when it has several small
     // files, so this also shows there were some).
     let metrics = d.metrics();
-    let compacted = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("pullstats_compacted_days_total "))
-        .and_then(|n| n.parse::<u64>().ok());
+    let compacted = counter(&metrics, "pullstats_compacted_days_total");
     assert!(compacted.is_some_and(|n| n > 0), "{metrics}");
     d.terminate_cleanly();
     assert_same_tables(&table, &reference(dir.path(), &events));

@@ -52,12 +52,6 @@ fn replace(path: &Path, write: impl FnOnce(&Path)) {
     std::fs::rename(&tmp, path).expect("rename into place");
 }
 
-fn counter(metrics: &str, name: &str) -> Option<u64> {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
-
 /// A daemon with a country database placing everything in DE, which has
 /// ingested a first day of events (every session closed and committed).
 struct Running {

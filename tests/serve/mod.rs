@@ -326,11 +326,11 @@ fn reference_with(dir: &Path, events: &Path, args: &[&str]) -> PathBuf {
 
 /// The events a serve process accepted (confirmed by Kafka in forward mode).
 fn accepted(metrics: &str) -> usize {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("pullstats_notifications_total{outcome=\"accepted\"} "))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0)
+    counter(
+        metrics,
+        "pullstats_notifications_total{outcome=\"accepted\"}",
+    )
+    .map_or(0, |n| n as usize)
 }
 
 fn dead_letters(path: &Path) -> usize {
@@ -431,10 +431,7 @@ fn auto_compact_merges_the_files_of_the_day_being_written() {
         || files_today() == 1,
     );
     let metrics = serve.metrics();
-    let compacted = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("pullstats_compacted_days_total "))
-        .and_then(|n| n.parse::<u64>().ok());
+    let compacted = counter(&metrics, "pullstats_compacted_days_total");
     assert!(compacted.is_some_and(|n| n > 0), "{metrics}");
     serve.terminate_cleanly();
     assert_same(&table, &late_reference(dir.path(), &events));
