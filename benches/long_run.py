@@ -1,7 +1,7 @@
 """A long-lived writer's commits: does a commit cost more as the writer ages?
 
     python3 benches/long_run.py [--commits 2000] [--per-envelope 10]
-        [--auto-compact 30s] [--bin target/release/pullstats]
+        [--auto-compact 30s] [--log-entries N] [--bin target/release/pullstats]
 
 `pullstats serve --no-wal` (direct mode, answering an envelope once the
 commit covering it is durable) receives envelopes of --per-envelope events
@@ -18,6 +18,13 @@ With --auto-compact INTERVAL the events are dated today (UTC), the day
 being written, and serve compacts beside the writer every INTERVAL
 (`--auto-compact`, which merges the open day's files): the last commits
 then cost what the live files left by the last pass cost.
+
+With --log-entries N, once the first envelope is committed the table's
+`_delta_log` gets N more entries, empty files whose names sort before every
+version: they stand for the older versions a long log retention keeps
+(every listing of the log reads them; nothing else does), as a `serve`
+committing every second has 605k of them after 7 days, 2.6 million after
+30. Compare builds at the same N, not the first commits with the last.
 """
 import argparse
 import os
@@ -82,8 +89,13 @@ def run(args):
                         "--days", "1", "--output", events, *today], check=True, env=ENV)
         bodies = serve_ingest.envelopes(events, args.per_envelope)
         bodies_file = os.path.join(work, "bodies.jsonl")
+        first_file = os.path.join(work, "first.jsonl")
+        # With --log-entries the first envelope goes alone, before them.
+        rest = bodies[1:] if args.log_entries else bodies
         with open(bodies_file, "wb") as f:
-            f.writelines(b + b"\n" for b in bodies)
+            f.writelines(b + b"\n" for b in rest)
+        with open(first_file, "wb") as f:
+            f.write(bodies[0] + b"\n")
         tokens = os.path.join(work, "tokens.toml")
         token_file = os.path.join(work, "token")
         with open(token_file, "w") as f:
@@ -93,6 +105,13 @@ def run(args):
         compaction = ["--auto-compact", "--auto-compact-interval", args.auto_compact] if args.auto_compact else []
         p, port = serve_ingest.start_serve(args.bin, work, table, tokens,
                                           ["--no-wal", "--refresh-interval", "1h", *compaction])
+        if args.log_entries:
+            # The table exists once the first envelope is answered.
+            sent, _ = serve_ingest.send(args.bin, port, first_file, 1, token_file)
+            assert sent["statuses"] == {"200": 1}, sent
+            log = os.path.join(table, "_delta_log")
+            for i in range(args.log_entries):
+                open(os.path.join(log, f"{0:020}.older-{i:09}"), "wb").close()
         samples, done = [commit_totals(port)], threading.Event()
 
         def poll():
@@ -110,7 +129,7 @@ def run(args):
         took = time.perf_counter() - t
         samples.append(commit_totals(port))
         serve_ingest.stop(p)
-        if sent["envelopes"] != len(bodies) or set(sent["statuses"]) != {"200"}:
+        if sent["envelopes"] != len(rest) or set(sent["statuses"]) != {"200"}:
             sys.exit(f"not every envelope was answered 200: {sent}")
         if args.series:
             print_series(samples)
@@ -120,6 +139,8 @@ def run(args):
         scenario = "serve --no-wal, one envelope per commit"
         if args.auto_compact:
             scenario += f", --auto-compact every {args.auto_compact}"
+        if args.log_entries:
+            scenario += f", {args.log_entries:,} older log entries"
         return [(scenario,
                  f"{len(bodies):,} envelopes of {args.per_envelope} events, 1 connection",
                  f"{commits:,} commits in {took:.0f} s; last {n_last} commits {last:.1f} ms each",
@@ -138,6 +159,8 @@ def main():
                     help="also print the mean of every ~100 commits, in order, to stderr")
     ap.add_argument("--auto-compact", metavar="INTERVAL",
                     help="events dated today, serve compacting every INTERVAL (e.g. 30s)")
+    ap.add_argument("--log-entries", type=int, default=0, metavar="N",
+                    help="add N entries to the log after the first commit (older versions kept)")
     args = ap.parse_args()
     serve_ingest.print_table(("scenario", "input", "pullstats", "reference", "last / first"), run(args))
 

@@ -13,10 +13,12 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use deltalake::{DeltaResult, DeltaTableBuilder};
 use url::Url;
+
+use super::local_store::LocalStore;
 
 /// The object-store schemes deltalake's `s3`, `gcs` and `azure` backends
 /// register (the features this crate builds with).
@@ -213,9 +215,13 @@ pub fn set_storage_options(options: &[StorageOption]) {
     let _ = STORAGE_OPTIONS.set(map);
 }
 
-/// A deltalake builder for the table at `url` with the storage options.
+/// A deltalake builder for the table at `url` with the storage options;
+/// a local table's store lists its log faster ([`LocalStore`]).
 pub fn builder(url: Url) -> DeltaResult<DeltaTableBuilder> {
-    let builder = DeltaTableBuilder::from_url(url)?;
+    let mut builder = DeltaTableBuilder::from_url(url.clone())?;
+    if url.scheme() == "file" {
+        builder = builder.with_storage_backend(Arc::new(LocalStore::new()), url);
+    }
     Ok(match STORAGE_OPTIONS.get() {
         Some(options) if !options.is_empty() => builder.with_storage_options(options.clone()),
         _ => builder,

@@ -20,6 +20,7 @@
 
 pub mod dead_letters;
 mod info;
+mod local_store;
 pub mod location;
 pub mod maintenance;
 pub mod sessions;
@@ -32,7 +33,7 @@ use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
 use deltalake::kernel::{Action, Remove, StructType, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
-use deltalake::table::config::TablePropertiesExt;
+use deltalake::table::config::{TablePropertiesExt, TableProperty};
 use deltalake::table::state::DeltaTableState;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::ObjectStore;
@@ -373,6 +374,15 @@ pub async fn open_or_create(path: &Location, kind: TableKind) -> Result<DeltaTab
     create(path, kind, SaveMode::ErrorIfExists).await
 }
 
+/// How long the tables pullstats creates keep their log entries
+/// (`delta.logRetentionDuration`): as long as `vacuum` keeps the files a
+/// version needs (`delta.deletedFileRetentionDuration`, 7 days), since an
+/// older version cannot be read once vacuum ran. Delta's default, 30 days,
+/// would keep up to 2.6 million entries in `_delta_log` for a `serve`
+/// committing every second, and every open, update and commit lists them
+/// (Performance, "Long runs").
+pub const LOG_RETENTION: &str = "interval 7 days";
+
 /// Creates the table of `kind` at `path`: `mode` `ErrorIfExists` for a new
 /// table, `Overwrite` to replace one (its files are removed in the same
 /// commit).
@@ -398,6 +408,7 @@ async fn create(
         .with_comment(kind.comment())
         .with_columns(schema.fields().cloned())
         .with_partition_columns([PARTITION_COLUMN])
+        .with_configuration_property(TableProperty::LogRetentionDuration, Some(LOG_RETENTION))
         .with_save_mode(mode)
         .await;
     match created {
@@ -1089,11 +1100,12 @@ mod tests {
             commit(&mut w).await;
         }
         // A checkpoint the cleanup may keep the table readable from, and
-        // the entries before it 40 days old (the retention is 30).
+        // the entries before it 8 days old: past the 7 days the tables
+        // keep theirs (Delta's default, 30 days, would keep them).
         deltalake::checkpoints::create_checkpoint(w.table(), None)
             .await
             .expect("checkpoint");
-        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(40 * 24 * 3600);
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(8 * 24 * 3600);
         for v in 0..=10 {
             let file = std::fs::File::options()
                 .write(true)
