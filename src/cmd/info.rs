@@ -2,6 +2,10 @@
 //! files (and how many are small), sizes, days covered, rows, and each
 //! Kafka partition's next offset as the table records it.
 
+use std::io::Write;
+
+use anyhow::Context;
+
 use crate::cli::{InfoArgs, InfoFormat};
 use crate::table::maintenance::{self, mib, TableInfo};
 
@@ -10,54 +14,98 @@ pub async fn run(args: InfoArgs) -> anyhow::Result<()> {
     for (path, kind) in maintenance::tables(&args.table).await? {
         infos.push(maintenance::info(&path, kind, args.target_file_size).await?);
     }
+    // Written, not printed: a reader that stops early (`| head`) is an
+    // error of one line, not a panic.
+    let mut out = std::io::stdout().lock();
     match args.format {
-        InfoFormat::Json => println!("{}", serde_json::to_string_pretty(&infos)?),
-        InfoFormat::Text => {
-            for info in &infos {
-                print_text(info);
-            }
-        }
+        InfoFormat::Json => serde_json::to_writer_pretty(&mut out, &infos)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(out)),
+        InfoFormat::Text => infos.iter().try_for_each(|info| write_text(&mut out, info)),
     }
-    Ok(())
+    .context("cannot write to stdout")
 }
 
-fn print_text(i: &TableInfo) {
+fn write_text(out: &mut impl Write, i: &TableInfo) -> std::io::Result<()> {
     let when = i
         .last_commit_ms
         .and_then(chrono::DateTime::from_timestamp_millis)
         .map_or("-".to_owned(), |t| {
             t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
         });
-    println!("{} ({} table)", i.table, i.kind);
-    println!(
+    writeln!(out, "{} ({} table)", i.table, i.kind)?;
+    writeln!(
+        out,
         "  version     {} (last commit {when}, {})",
         i.version,
         i.last_operation.as_deref().unwrap_or("-")
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "  checkpoint  {}",
         i.last_checkpoint
             .map_or("none".to_owned(), |v| format!("version {v}"))
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
+        "  log         {}",
+        log_retention(i.log_retention_hours, i.log_retention_set)
+    )?;
+    writeln!(
+        out,
         "  files       {} ({} small, to compact), {}",
         i.files,
         i.small_files,
         mib(i.bytes)
-    );
-    println!("  rows        {}", i.rows);
+    )?;
+    writeln!(out, "  rows        {}", i.rows)?;
     match (i.days.keys().next(), i.days.keys().next_back()) {
-        (Some(first), Some(last)) => {
-            println!("  days        {first} .. {last} ({} days)", i.days.len())
-        }
-        _ => println!("  days        none"),
+        (Some(first), Some(last)) => writeln!(
+            out,
+            "  days        {first} .. {last} ({} days)",
+            i.days.len()
+        )?,
+        _ => writeln!(out, "  days        none")?,
     }
     for p in &i.kafka {
-        println!(
+        writeln!(
+            out,
             "  kafka       {} partition {}: next offset {}",
             p.topic,
             p.partition,
             p.next_offset.map_or("-".to_owned(), |o| o.to_string())
+        )?;
+    }
+    Ok(())
+}
+
+/// `versions kept 7 days`, and where the retention comes from when the
+/// table does not set it.
+fn log_retention(hours: u64, set: bool) -> String {
+    let kept = if hours.is_multiple_of(24) {
+        format!("{} days", hours / 24)
+    } else {
+        format!("{hours} hours")
+    };
+    let default = if set {
+        ""
+    } else {
+        " (Delta's default; README: Table maintenance)"
+    };
+    format!("versions kept {kept}{default}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_retention_says_when_it_is_the_default() {
+        assert_eq!(log_retention(168, true), "versions kept 7 days");
+        assert_eq!(
+            log_retention(720, false),
+            "versions kept 30 days (Delta's default; README: Table maintenance)"
         );
+        assert_eq!(log_retention(36, true), "versions kept 36 hours");
     }
 }

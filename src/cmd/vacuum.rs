@@ -2,6 +2,8 @@
 //! retention period needs, and files no commit ever referenced (epochs cut
 //! short by a crash), from the pulls table and its rejected table.
 
+use std::io::Write;
+
 use anyhow::Context;
 
 use crate::cli::VacuumArgs;
@@ -18,12 +20,17 @@ pub async fn run(args: VacuumArgs) -> anyhow::Result<()> {
                 )
             })?;
         let verb = if r.dry_run { "would delete" } else { "deleted" };
-        println!("{}: {verb} {} files", path, r.files.len());
-        if r.dry_run {
-            for f in &r.files {
-                println!("  {f}");
-            }
-        }
+        // Written, not printed: a reader that stops early (`| head`) is an
+        // error of one line, not a panic.
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}: {verb} {} files", path, r.files.len())
+            .and_then(|()| {
+                r.files
+                    .iter()
+                    .filter(|_| r.dry_run)
+                    .try_for_each(|f| writeln!(out, "  {f}"))
+            })
+            .context("cannot write to stdout")?;
     }
     Ok(())
 }

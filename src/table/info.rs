@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use deltalake::table::config::TablePropertiesExt;
 use deltalake::{DeltaTable, DeltaTableError, ObjectStore};
 use futures::StreamExt;
 use object_store::ObjectStoreExt as _;
@@ -41,6 +42,10 @@ pub struct TableInfo {
     pub last_commit_ms: Option<i64>,
     pub last_operation: Option<String>,
     pub last_checkpoint: Option<u64>,
+    /// How long log entries are kept (`delta.logRetentionDuration`), and
+    /// whether the table sets it (Delta's default, 30 days, otherwise).
+    pub log_retention_hours: u64,
+    pub log_retention_set: bool,
     pub files: usize,
     pub small_files: usize,
     pub bytes: u64,
@@ -80,6 +85,7 @@ pub async fn info(
         .ok()
         .flatten();
     let store = table.log_store().object_store(None);
+    let config = table.snapshot().map_err(delta(path))?.table_config();
     Ok(TableInfo {
         table: path.to_string(),
         kind: kind.name(),
@@ -87,6 +93,8 @@ pub async fn info(
         last_commit_ms: last.as_ref().and_then(|c| c.timestamp),
         last_operation: last.and_then(|c| c.operation),
         last_checkpoint: last_checkpoint(&*store).await,
+        log_retention_hours: TablePropertiesExt::log_retention_duration(config).as_secs() / 3600,
+        log_retention_set: config.log_retention_duration.is_some(),
         files: files.len(),
         small_files: days.values().map(|d| d.small_files).sum(),
         bytes: days.values().map(|d| d.bytes).sum(),

@@ -137,6 +137,9 @@ fn compaction_beside_a_writer_changes_no_row_and_no_export() {
     // Compaction commits once per day, then checkpoints, so the next open
     // replays none of those commits.
     assert_eq!(pulls["last_checkpoint"], pulls["version"]);
+    // Log entries are kept as long as vacuum keeps files, set by the table.
+    assert_eq!(pulls["log_retention_hours"], 7 * 24);
+    assert_eq!(pulls["log_retention_set"], true);
 
     // Compacted days are in the raw view's order, and a raw export cut into
     // small slices of time (about 1,700 actions a day, slices of 100) gives
@@ -530,4 +533,31 @@ fn compact_keeps_the_periods_table_equal_to_a_scan_even_after_late_data() {
     assert!(out.contains("periods from 2026-11-02 computed"), "{out}");
     assert!(out.contains("2 first days computed again"), "{out}");
     assert_periods_equal_exports(&table, &periods);
+}
+
+#[test]
+fn info_and_vacuum_into_a_closed_pipe_fail_in_one_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let table = generated_table(dir.path(), "2000");
+    for args in [
+        &["info", "--format", "json"][..],
+        &["info"],
+        &["vacuum", "--dry-run", "--retention", "0h", "--force"],
+    ] {
+        // A reader gone before the first write: every write fails.
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = run(pullstats()
+            .args(args)
+            .arg("--table")
+            .arg(&table)
+            .stdout(writer));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(
+            stderr.trim_end(),
+            "error: cannot write to stdout: Broken pipe (os error 32)",
+            "{args:?}"
+        );
+    }
 }
