@@ -5,6 +5,7 @@
 
 use anyhow::Context;
 
+use super::Report;
 use crate::cli::CompactArgs;
 use crate::query::periods;
 use crate::table::maintenance::{self, CompactOptions, CompactReport, DaySelection};
@@ -23,24 +24,26 @@ pub async fn run(args: CompactArgs) -> anyhow::Result<()> {
         now_ms: now.timestamp_millis(),
         open_days: false,
     };
+    let mut report = Report::default();
     for (path, kind) in maintenance::tables(&args.table).await? {
-        let mut print = |r: &CompactReport| println!("{}: {r}", path);
+        let mut print = |r: &CompactReport| report.line(format_args!("{path}: {r}"));
         let reports = maintenance::compact(&path, kind, &options, &mut print)
             .await
             .with_context(|| format!("compaction of {} stopped", path))?;
         if reports.is_empty() {
-            println!("{}: nothing to compact", path);
+            report.line(format_args!("{path}: nothing to compact"));
         }
     }
     let at = crate::table::periods_path(&args.table);
-    let mut computed = |day: chrono::NaiveDate| println!("{at}: periods from {day} computed");
-    let report = periods::update(&args.table, options.today, None, &mut computed)
+    let mut computed =
+        |day: chrono::NaiveDate| report.line(format_args!("{at}: periods from {day} computed"));
+    let periods = periods::update(&args.table, options.today, None, &mut computed)
         .await
         .with_context(|| format!("updating {at} stopped"))?;
-    println!(
+    report.line(format_args!(
         "{at}: {} complete periods, {} first days computed again",
-        report.periods,
-        report.computed_days.len()
-    );
-    Ok(())
+        periods.periods,
+        periods.computed_days.len()
+    ));
+    report.finish()
 }

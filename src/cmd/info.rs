@@ -2,10 +2,7 @@
 //! files (and how many are small), sizes, days covered, rows, and each
 //! Kafka partition's next offset as the table records it.
 
-use std::io::Write;
-
-use anyhow::Context;
-
+use super::Report;
 use crate::cli::{InfoArgs, InfoFormat};
 use crate::table::maintenance::{self, mib, TableInfo};
 
@@ -14,69 +11,61 @@ pub async fn run(args: InfoArgs) -> anyhow::Result<()> {
     for (path, kind) in maintenance::tables(&args.table).await? {
         infos.push(maintenance::info(&path, kind, args.target_file_size).await?);
     }
-    // Written, not printed: a reader that stops early (`| head`) is an
-    // error of one line, not a panic.
-    let mut out = std::io::stdout().lock();
+    let mut report = Report::default();
     match args.format {
-        InfoFormat::Json => serde_json::to_writer_pretty(&mut out, &infos)
-            .map_err(std::io::Error::from)
-            .and_then(|()| writeln!(out)),
-        InfoFormat::Text => infos.iter().try_for_each(|info| write_text(&mut out, info)),
+        InfoFormat::Json => {
+            let json = serde_json::to_string_pretty(&infos)?;
+            report.line(format_args!("{json}"));
+        }
+        InfoFormat::Text => infos.iter().for_each(|info| write_text(&mut report, info)),
     }
-    .context("cannot write to stdout")
+    report.finish()
 }
 
-fn write_text(out: &mut impl Write, i: &TableInfo) -> std::io::Result<()> {
+fn write_text(out: &mut Report, i: &TableInfo) {
     let when = i
         .last_commit_ms
         .and_then(chrono::DateTime::from_timestamp_millis)
         .map_or("-".to_owned(), |t| {
             t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
         });
-    writeln!(out, "{} ({} table)", i.table, i.kind)?;
-    writeln!(
-        out,
+    out.line(format_args!("{} ({} table)", i.table, i.kind));
+    out.line(format_args!(
         "  version     {} (last commit {when}, {})",
         i.version,
         i.last_operation.as_deref().unwrap_or("-")
-    )?;
-    writeln!(
-        out,
+    ));
+    out.line(format_args!(
         "  checkpoint  {}",
         i.last_checkpoint
             .map_or("none".to_owned(), |v| format!("version {v}"))
-    )?;
-    writeln!(
-        out,
+    ));
+    out.line(format_args!(
         "  log         {}",
         log_retention(i.log_retention_hours, i.log_retention_set)
-    )?;
-    writeln!(
-        out,
+    ));
+    out.line(format_args!(
         "  files       {} ({} small, to compact), {}",
         i.files,
         i.small_files,
         mib(i.bytes)
-    )?;
-    writeln!(out, "  rows        {}", i.rows)?;
+    ));
+    out.line(format_args!("  rows        {}", i.rows));
     match (i.days.keys().next(), i.days.keys().next_back()) {
-        (Some(first), Some(last)) => writeln!(
-            out,
+        (Some(first), Some(last)) => out.line(format_args!(
             "  days        {first} .. {last} ({} days)",
             i.days.len()
-        )?,
-        _ => writeln!(out, "  days        none")?,
+        )),
+        _ => out.line(format_args!("  days        none")),
     }
     for p in &i.kafka {
-        writeln!(
-            out,
+        out.line(format_args!(
             "  kafka       {} partition {}: next offset {}",
             p.topic,
             p.partition,
             p.next_offset.map_or("-".to_owned(), |o| o.to_string())
-        )?;
+        ));
     }
-    Ok(())
 }
 
 /// `versions kept 7 days`, and where the retention comes from when the

@@ -23,7 +23,32 @@ pub mod sql;
 pub mod token;
 pub mod vacuum;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+/// A command's report lines on stdout. A reader that goes away (`| head`)
+/// stops the printing, not the work (Rust's `println!` would panic); the
+/// first failed write is the command's error once the work is done.
+#[derive(Default)]
+pub struct Report {
+    failed: Option<std::io::Error>,
+}
+
+impl Report {
+    pub fn line(&mut self, line: std::fmt::Arguments) {
+        if self.failed.is_none() {
+            self.failed = writeln!(std::io::stdout().lock(), "{line}").err();
+        }
+    }
+
+    pub fn finish(self) -> anyhow::Result<()> {
+        self.failed
+            .map_or(Ok(()), Err)
+            .context("cannot write to stdout")
+    }
+}
 
 /// How to run this same binary again, as a user would type it in the
 /// current directory: `pullstats` when that name on the PATH is this very

@@ -5,6 +5,7 @@
 
 use anyhow::Context;
 
+use super::Report;
 use crate::cli::RetainArgs;
 use crate::table::maintenance;
 
@@ -13,6 +14,7 @@ pub async fn run(args: RetainArgs) -> anyhow::Result<()> {
         .today
         .unwrap_or_else(|| chrono::Utc::now().date_naive());
     let first_kept = args.keep.first_kept_day(today);
+    let mut report = Report::default();
     for (path, kind) in maintenance::tables(&args.table).await? {
         let r = maintenance::retain(&path, kind, first_kept, args.dry_run)
             .await
@@ -27,7 +29,7 @@ pub async fn run(args: RetainArgs) -> anyhow::Result<()> {
         } else {
             "removed"
         };
-        println!(
+        report.line(format_args!(
             "{}: keeping {} and later; {verb} {} ({} days, {} files, {} rows){}",
             path,
             r.first_kept_day,
@@ -37,7 +39,7 @@ pub async fn run(args: RetainArgs) -> anyhow::Result<()> {
             r.rows,
             r.version
                 .map_or(String::new(), |v| format!(", version {v}"))
-        );
+        ));
     }
-    Ok(())
+    report.finish()
 }

@@ -2,14 +2,14 @@
 //! retention period needs, and files no commit ever referenced (epochs cut
 //! short by a crash), from the pulls table and its rejected table.
 
-use std::io::Write;
-
 use anyhow::Context;
 
+use super::Report;
 use crate::cli::VacuumArgs;
 use crate::table::maintenance;
 
 pub async fn run(args: VacuumArgs) -> anyhow::Result<()> {
+    let mut report = Report::default();
     for (path, kind) in maintenance::tables(&args.table).await? {
         let r = maintenance::vacuum(&path, kind, args.retention, args.force, args.dry_run)
             .await
@@ -20,17 +20,10 @@ pub async fn run(args: VacuumArgs) -> anyhow::Result<()> {
                 )
             })?;
         let verb = if r.dry_run { "would delete" } else { "deleted" };
-        // Written, not printed: a reader that stops early (`| head`) is an
-        // error of one line, not a panic.
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{}: {verb} {} files", path, r.files.len())
-            .and_then(|()| {
-                r.files
-                    .iter()
-                    .filter(|_| r.dry_run)
-                    .try_for_each(|f| writeln!(out, "  {f}"))
-            })
-            .context("cannot write to stdout")?;
+        report.line(format_args!("{path}: {verb} {} files", r.files.len()));
+        for f in r.files.iter().filter(|_| r.dry_run) {
+            report.line(format_args!("  {f}"));
+        }
     }
-    Ok(())
+    report.finish()
 }

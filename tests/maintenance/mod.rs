@@ -536,13 +536,16 @@ fn compact_keeps_the_periods_table_equal_to_a_scan_even_after_late_data() {
 }
 
 #[test]
-fn info_and_vacuum_into_a_closed_pipe_fail_in_one_line() {
+fn maintenance_reports_into_a_closed_pipe_fail_in_one_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let table = generated_table(dir.path(), "2000");
     for args in [
         &["info", "--format", "json"][..],
         &["info"],
         &["vacuum", "--dry-run", "--retention", "0h", "--force"],
+        // The work goes on: the periods table is made.
+        &["compact", "--today", TODAY],
+        &["retain", "--keep", "1y", "--today", TODAY, "--dry-run"],
     ] {
         // A reader gone before the first write: every write fails.
         let (reader, writer) = std::io::pipe().expect("pipe");
@@ -560,4 +563,11 @@ fn info_and_vacuum_into_a_closed_pipe_fail_in_one_line() {
             "{args:?}"
         );
     }
+    let kinds: Vec<String> = info(&table)
+        .as_array()
+        .expect("tables")
+        .iter()
+        .map(|t| t["kind"].as_str().expect("kind").to_owned())
+        .collect();
+    assert!(kinds.contains(&"periods".to_owned()), "{kinds:?}");
 }
