@@ -257,26 +257,31 @@ mod tests {
         std::fs::write(log.join("00000000000000000100.checkpoint.parquet"), "p").expect("write");
         std::fs::write(log.join("_last_checkpoint"), "{}").expect("write");
         let prefix = path_of(&log);
-        let offset = prefix.clone().join("00000000000000000100");
-
-        let plain = list_plain_files_after(&prefix, &offset).expect("a plain directory");
-        assert_eq!(
-            plain.len(),
+        // The fast path lists `files` entries, as `LocalFileSystem` does.
+        async fn assert_listed(prefix: &Path, from: &str, files: usize, which: &str) {
+            let offset = prefix.clone().join(from);
+            let plain = list_plain_files_after(prefix, &offset).expect("a plain directory");
+            assert_eq!(plain.len(), files, "{which}");
+            let ours = listed(&LocalStore::new(), prefix, &offset).await;
+            let theirs = listed(&LocalFileSystem::new(), prefix, &offset).await;
+            assert_eq!(ours, theirs);
+            assert!(ours.iter().all(|(l, ..)| l.as_str() > offset.as_ref()));
+        }
+        assert_listed(
+            &prefix,
+            "00000000000000000100",
             22,
-            "100 and its checkpoint, 101..119, _last_checkpoint"
-        );
-        let ours = listed(&LocalStore::new(), &prefix, &offset).await;
-        let theirs = listed(&LocalFileSystem::new(), &prefix, &offset).await;
-        assert_eq!(ours, theirs);
-        assert!(ours.iter().all(|(l, ..)| l.as_str() > offset.as_ref()));
+            "100 and its checkpoint, 101..119, _last_checkpoint",
+        )
+        .await;
         // From a file's own name: not that file.
-        let offset = prefix.clone().join("00000000000000000100.json");
-        let plain = list_plain_files_after(&prefix, &offset).expect("a plain directory");
-        assert_eq!(
-            plain.len(),
+        assert_listed(
+            &prefix,
+            "00000000000000000100.json",
             20,
-            "100's checkpoint, 101..119, _last_checkpoint"
-        );
+            "100's checkpoint, 101..119, _last_checkpoint",
+        )
+        .await;
 
         // A directory that is not there lists nothing, as theirs does.
         let missing = path_of(&dir.path().join("missing"));

@@ -381,7 +381,7 @@ pub async fn open_or_create(path: &Location, kind: TableKind) -> Result<DeltaTab
 /// would keep up to 2.6 million entries in `_delta_log` for a `serve`
 /// committing every second, and every open, update and commit lists them
 /// (Performance, "Long runs").
-pub const LOG_RETENTION: &str = "interval 7 days";
+const LOG_RETENTION: &str = "interval 7 days";
 
 /// Creates the table of `kind` at `path`: `mode` `ErrorIfExists` for a new
 /// table, `Overwrite` to replace one (its files are removed in the same
