@@ -10,8 +10,11 @@ complete periods; then wrk (Debian's `wrk`) runs --connections keep-alive
 connections on loopback for --duration seconds against the series
 endpoints of the busiest namespace: weekly and monthly, per repository and
 per namespace, 3 to 12 months back, one namespace's repositories at a time,
-rotated request by request. The reference in the same run: the same load
-against GET /healthz (the server's and wrk's own floor). Prints one table.
+rotated request by request; then the same load against what the dashboard
+asks beside them (breakdowns and references over 3 to 12 months and a
+custom range, and that range's series). The reference in the same run:
+the same load against GET /healthz (the server's and wrk's own floor).
+Prints one table.
 """
 import argparse
 import datetime
@@ -73,7 +76,7 @@ end
 """)
         script = f.name
     out = subprocess.run(
-        ["wrk", "-t", "2", "-c", str(connections), "-d", f"{duration}s", "--latency",
+        ["wrk", "-t", "2", "-c", str(connections), "-d", f"{duration}s", "--timeout", "60s", "--latency",
          "-s", script, f"http://127.0.0.1:{port}"],
         check=True, capture_output=True, text=True).stdout
     os.unlink(script)
@@ -86,6 +89,24 @@ end
 
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return rate, pct(50), pct(99), int(errors.group(1)) if errors else 0
+
+
+def dashboard_paths(namespace, repos):
+    """What the dashboard asks for one view with every repository selected:
+    breakdowns and references over 3, 6 and 12 months and over a custom
+    range inside the last complete month, and that range's weekly series
+    (cut at both ends: scanned, not read from the periods)."""
+    month = datetime.date.today().replace(day=1)
+    month = (month - datetime.timedelta(days=1)).replace(day=1)
+    custom = f"from={month + datetime.timedelta(days=3)}&to={month + datetime.timedelta(days=20)}"
+    spans = [f"timespan=months&period={p}" for p in ("last-3-months", "last-6-months", "last-12-months")]
+    spans.append(custom)
+    names = "".join(f"&repos={r}" for r in repos)
+    paths = [f"{BASE}/namespaces/{namespace}/{what}?{span}{names}"
+             for span in spans for what in ("breakdowns", "references")]
+    full = "".join(f"&repos={namespace}/{r}" for r in repos)
+    paths.append(f"{BASE}/repos/pulls?timespan=weeks&{custom}{full}")
+    return paths
 
 
 def main():
@@ -139,7 +160,13 @@ def main():
         for p in paths:
             get(a.port, p, token)
         warm = time.monotonic() - started
+        dashboard = dashboard_paths(busiest, sorted(repos))
+        started = time.monotonic()
+        for p in dashboard:
+            get(a.port, p, token)
+        first = time.monotonic() - started
         series = wrk(a.port, token, paths, a.connections, a.duration)
+        views = wrk(a.port, token, dashboard, a.connections, a.duration)
         floor = wrk(a.port, token, ["/healthz"], a.connections, a.duration)
     finally:
         serve.terminate()
@@ -149,10 +176,13 @@ def main():
         check=True, capture_output=True, text=True, env=ENV).stdout.split()[-1]
     print(f"table: {actions} actions; busiest namespace `{busiest}` ({len(repos)} repositories, "
           f"{most} pulls in its last month); {len(paths)} series paths; warm-up {warm:.1f} s")
+    print(f"dashboard: {len(dashboard)} paths (breakdowns, references and a custom range's series), "
+          f"first answers {first:.1f} s")
     print(f"{'load (' + str(a.connections) + ' connections, ' + str(a.duration) + ' s)':<44} {'answers/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
-    for name, (rate, p50, p99, bad) in (("series endpoints", series), ("GET /healthz (reference)", floor)):
+    for name, (rate, p50, p99, bad) in (("series endpoints", series), ("dashboard endpoints", views),
+                                        ("GET /healthz (reference)", floor)):
         print(f"{name:<44} {rate:>10.0f} {p50:>8.2f} {p99:>8.2f} {bad:>8}")
-    print(f"series / healthz throughput: {series[0] / floor[0]:.2f}")
+    print(f"series / healthz throughput: {series[0] / floor[0]:.2f}; dashboard / healthz: {views[0] / floor[0]:.2f}")
     if not a.table:
         shutil.rmtree(work, ignore_errors=True)
 

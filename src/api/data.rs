@@ -23,8 +23,10 @@ use chrono::NaiveDate;
 use deltalake::DeltaTable;
 use futures::TryStreamExt;
 
+use super::cache::{Source, SpanCache};
 use crate::query::export::{day_rows, Granularity, Span};
 use crate::query::{self, periods};
+use crate::serve::ServeMetrics;
 use crate::table::{self, Location, TableKind};
 
 pub use crate::query::periods::{
@@ -102,10 +104,24 @@ pub struct Catalog {
     /// One period computation at a time (a burst of requests for a period
     /// not yet computed runs one scan, not one each).
     computing: tokio::sync::Mutex<()>,
+    /// Spans that are not complete periods (a custom range's cut ends, a
+    /// period not over yet), aggregated like the periods.
+    open_spans: SpanCache<PeriodData>,
+    /// The dashboard's answers from a scan (breakdowns, references).
+    answers: SpanCache<serde_json::Value>,
+    metrics: Arc<ServeMetrics>,
 }
 
+/// How many aggregates of open spans are kept (each holds every
+/// namespace's and repository's counts over its span).
+const OPEN_SPANS_KEPT: usize = 64;
+/// How many breakdown and reference answers are kept (each at most a few
+/// tens of KiB: 5 × 100 breakdown rows, or 1,000 references).
+const ANSWERS_KEPT: usize = 256;
+
 impl Catalog {
-    pub fn new(path: &Location) -> Self {
+    /// `metrics` counts the answers from a scan and from the cache.
+    pub fn new(path: &Location, metrics: Arc<ServeMetrics>) -> Self {
         Self {
             path: path.clone(),
             table: tokio::sync::Mutex::new(None),
@@ -113,6 +129,9 @@ impl Catalog {
             periods: RwLock::new(HashMap::new()),
             partials: RwLock::new(HashMap::new()),
             computing: tokio::sync::Mutex::new(()),
+            open_spans: SpanCache::new(OPEN_SPANS_KEPT),
+            answers: SpanCache::new(ANSWERS_KEPT),
+            metrics,
         }
     }
 
@@ -246,13 +265,24 @@ impl Catalog {
     pub async fn period(&self, period: Period) -> Result<Arc<PeriodData>, DataError> {
         let today = chrono::Utc::now().date_naive();
         if !period.is_complete() || period.span.to > today {
-            let Some(t) = self.table().await else {
-                return Ok(Arc::default());
-            };
-            return Ok(Arc::new(PeriodData {
-                fingerprint: Vec::new(),
-                namespaces: self.aggregate(&t, &period.span, None).await?,
-            }));
+            let span = period.span;
+            let key = format!("{}..{}", span.from, span.to);
+            let fingerprint = self.days().fingerprint(&span);
+            let (data, source) = self
+                .open_spans
+                .get_or_compute(key, fingerprint.clone(), || async {
+                    let namespaces = match self.table().await {
+                        Some(t) => self.aggregate(&t, &span, None).await?,
+                        None => BTreeMap::new(),
+                    };
+                    Ok::<_, DataError>(PeriodData {
+                        fingerprint,
+                        namespaces,
+                    })
+                })
+                .await?;
+            self.metrics.answer("open_span", source == Source::Scan);
+            return Ok(data);
         }
         if let Some(p) = self.cached(&period) {
             return Ok(p);
@@ -354,6 +384,34 @@ impl Catalog {
             }
         }
         Ok(counts)
+    }
+
+    /// The answer `scan` makes from the table over `span`, kept under
+    /// `what` and `key` while the span's days keep their rows; `None`
+    /// while there is no table.
+    pub async fn answer<E, F, Fut>(
+        &self,
+        what: &'static str,
+        key: String,
+        span: &Span,
+        scan: F,
+    ) -> Result<Option<Arc<serde_json::Value>>, E>
+    where
+        F: FnOnce(DeltaTable) -> Fut,
+        Fut: std::future::Future<Output = Result<serde_json::Value, E>>,
+    {
+        // Read before the table: the table is refreshed before the days,
+        // so the answer is never older than the fingerprint it is kept at.
+        let fingerprint = self.days().fingerprint(span);
+        let Some(t) = self.table().await else {
+            return Ok(None);
+        };
+        let (answer, source) = self
+            .answers
+            .get_or_compute(format!("{what}\n{key}"), fingerprint, || scan(t))
+            .await?;
+        self.metrics.answer(what, source == Source::Scan);
+        Ok(Some(answer))
     }
 
     fn cached(&self, period: &Period) -> Option<Arc<PeriodData>> {

@@ -2,7 +2,8 @@
 //! breakdowns of a span's pulls (country, cloud provider, origin type,
 //! client, OS / arch) and its references (tag or digest). Same auth and
 //! span parameters as the series; each answer is one or two scans of the
-//! span's partitions for one namespace.
+//! span's partitions for one namespace, kept by the catalog while the
+//! span's days keep their rows (`cache`).
 
 use std::sync::Arc;
 
@@ -98,6 +99,46 @@ impl Ask {
         )
     }
 
+    /// What tells this answer apart from others of the same kind: the
+    /// namespace, the repositories and the span (names in `Debug` form, so
+    /// no two selections write the same key).
+    fn key(&self) -> String {
+        format!(
+            "{:?} {:?} {}..{}",
+            self.namespace, self.repos, self.span.from, self.span.to
+        )
+    }
+
+    /// The answer `what` for this request, with its head: kept from a scan
+    /// of its span, else `scan` of the table over its filter, else (nothing
+    /// selected, or no table yet) `empty`.
+    async fn answer<F, Fut>(
+        &self,
+        api: &Api,
+        what: &'static str,
+        scan: F,
+        empty: impl FnOnce() -> serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Response, ApiError>
+    where
+        F: FnOnce(deltalake::DeltaTable, String) -> Fut,
+        Fut: std::future::Future<Output = Result<serde_json::Value, ApiError>>,
+    {
+        let scanned = if self.nothing() {
+            None
+        } else {
+            let filter = self.where_clause();
+            api.catalog
+                .answer(what, self.key(), &self.span, |t| scan(t, filter))
+                .await?
+        };
+        let mut out = self.head();
+        match scanned.as_deref() {
+            Some(serde_json::Value::Object(answer)) => out.extend(answer.clone()),
+            _ => out.extend(empty()),
+        }
+        Ok(Json(out).into_response())
+    }
+
     fn head(&self) -> serde_json::Map<String, serde_json::Value> {
         let mut m = serde_json::Map::new();
         m.insert("namespace".into(), json!(self.namespace));
@@ -172,54 +213,73 @@ pub(super) async fn breakdowns(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let ask = ask(&api, &headers, namespace, query.as_deref())?;
-    let mut total = Counts::default();
+    ask.answer(
+        &api,
+        "breakdowns",
+        |t, filter| scan_breakdowns(&api, t, filter),
+        || breakdowns_json(Counts::default(), Vec::new()),
+    )
+    .await
+}
+
+/// The totals and breakdowns over `filter`: two scans.
+async fn scan_breakdowns(
+    api: &Api,
+    t: deltalake::DeltaTable,
+    filter: String,
+) -> Result<serde_json::Value, ApiError> {
+    let total = totals(api, &t, &filter).await?;
     let mut groups: Vec<Vec<(Option<String>, u64)>> = vec![Vec::new(); DIMENSIONS.len()];
-    if let (false, Some(t)) = (ask.nothing(), api.catalog.table().await) {
-        total = totals(&api, &t, &ask.where_clause()).await?;
-        let columns: Vec<&str> = DIMENSIONS
-            .iter()
-            .flat_map(|d| d.1.iter().copied())
-            .collect();
-        let grouping: Vec<String> = DIMENSIONS
-            .iter()
-            .map(|d| format!("CAST(grouping({}) AS BIGINT)", d.1[0]))
-            .collect();
-        let sets: Vec<String> = DIMENSIONS
-            .iter()
-            .map(|d| format!("({})", d.1.join(", ")))
-            .collect();
-        let sql = format!(
-            "SELECT {}, {}, CAST(count(*) AS BIGINT) AS pulls FROM pulls \
-             WHERE {} AND action <> 'version_check' GROUP BY GROUPING SETS ({})",
-            columns.join(", "),
-            grouping.join(", "),
-            ask.where_clause(),
-            sets.join(", ")
-        );
-        for b in api.catalog.run(&t, &sql).await? {
-            let text: Vec<_> = (0..columns.len())
-                .map(|i| strings(&b, i))
-                .collect::<Result<_, _>>()?;
-            let flags: Vec<_> = (0..DIMENSIONS.len())
-                .map(|i| ints(&b, columns.len() + i))
-                .collect::<Result<_, _>>()?;
-            let pulls = ints(&b, columns.len() + DIMENSIONS.len())?;
-            for row in 0..b.num_rows() {
-                let Some(d) = (0..DIMENSIONS.len()).find(|d| flags[*d].value(row) == 0) else {
-                    continue;
-                };
-                let first: usize = DIMENSIONS[..d].iter().map(|d| d.1.len()).sum();
-                let parts: Vec<&str> = (first..first + DIMENSIONS[d].1.len())
-                    .filter(|c| !text[*c].is_null(row))
-                    .map(|c| text[c].value(row))
-                    .collect();
-                let value = (!parts.is_empty()).then(|| parts.join(DIMENSIONS[d].2));
-                groups[d].push((value, u64::try_from(pulls.value(row)).unwrap_or(0)));
-            }
+    let columns: Vec<&str> = DIMENSIONS
+        .iter()
+        .flat_map(|d| d.1.iter().copied())
+        .collect();
+    let grouping: Vec<String> = DIMENSIONS
+        .iter()
+        .map(|d| format!("CAST(grouping({}) AS BIGINT)", d.1[0]))
+        .collect();
+    let sets: Vec<String> = DIMENSIONS
+        .iter()
+        .map(|d| format!("({})", d.1.join(", ")))
+        .collect();
+    let sql = format!(
+        "SELECT {}, {}, CAST(count(*) AS BIGINT) AS pulls FROM pulls \
+         WHERE {filter} AND action <> 'version_check' GROUP BY GROUPING SETS ({})",
+        columns.join(", "),
+        grouping.join(", "),
+        sets.join(", ")
+    );
+    for b in api.catalog.run(&t, &sql).await? {
+        let text: Vec<_> = (0..columns.len())
+            .map(|i| strings(&b, i))
+            .collect::<Result<_, _>>()?;
+        let flags: Vec<_> = (0..DIMENSIONS.len())
+            .map(|i| ints(&b, columns.len() + i))
+            .collect::<Result<_, _>>()?;
+        let pulls = ints(&b, columns.len() + DIMENSIONS.len())?;
+        for row in 0..b.num_rows() {
+            let Some(d) = (0..DIMENSIONS.len()).find(|d| flags[*d].value(row) == 0) else {
+                continue;
+            };
+            let first: usize = DIMENSIONS[..d].iter().map(|d| d.1.len()).sum();
+            let parts: Vec<&str> = (first..first + DIMENSIONS[d].1.len())
+                .filter(|c| !text[*c].is_null(row))
+                .map(|c| text[c].value(row))
+                .collect();
+            let value = (!parts.is_empty()).then(|| parts.join(DIMENSIONS[d].2));
+            groups[d].push((value, u64::try_from(pulls.value(row)).unwrap_or(0)));
         }
     }
-    let mut out = ask.head();
-    out.insert("total".into(), totals_json(&total));
+    Ok(breakdowns_json(total, groups).into())
+}
+
+/// `total` and `breakdowns` of the answer: each dimension's rows busiest
+/// first, past [`MAX_BREAKDOWN_ROWS`] summed as others.
+fn breakdowns_json(
+    total: Counts,
+    mut groups: Vec<Vec<(Option<String>, u64)>>,
+) -> serde_json::Map<String, serde_json::Value> {
+    groups.resize(DIMENSIONS.len(), Vec::new());
     let mut all = serde_json::Map::new();
     for (d, mut rows) in groups.into_iter().enumerate() {
         rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -238,8 +298,10 @@ pub(super) async fn breakdowns(
         };
         all.insert(DIMENSIONS[d].0.into(), json!(breakdown));
     }
+    let mut out = serde_json::Map::new();
+    out.insert("total".into(), totals_json(&total));
     out.insert("breakdowns".into(), all.into());
-    Ok(Json(out).into_response())
+    out
 }
 
 async fn totals(api: &Api, t: &deltalake::DeltaTable, filter: &str) -> Result<Counts, ApiError> {
@@ -274,38 +336,54 @@ pub(super) async fn references(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let ask = ask(&api, &headers, namespace, query.as_deref())?;
+    ask.answer(
+        &api,
+        "references",
+        |t, filter| scan_references(&api, t, filter),
+        || references_json(Vec::new()),
+    )
+    .await
+}
+
+async fn scan_references(
+    api: &Api,
+    t: deltalake::DeltaTable,
+    filter: String,
+) -> Result<serde_json::Value, ApiError> {
+    let sql = format!(
+        "SELECT repository, reference, {COUNTS_SQL} \
+         FROM pulls WHERE {filter} GROUP BY repository, reference \
+         ORDER BY pull_by_tag + pull_by_digest DESC, version_check DESC, repository, reference \
+         LIMIT {}",
+        MAX_REFERENCES + 1
+    );
     let mut rows = Vec::new();
-    if let (false, Some(t)) = (ask.nothing(), api.catalog.table().await) {
-        let sql = format!(
-            "SELECT repository, reference, {COUNTS_SQL} \
-             FROM pulls WHERE {} GROUP BY repository, reference \
-             ORDER BY pull_by_tag + pull_by_digest DESC, version_check DESC, repository, reference \
-             LIMIT {}",
-            ask.where_clause(),
-            MAX_REFERENCES + 1
-        );
-        for b in api.catalog.run(&t, &sql).await? {
-            let (repo, reference) = (strings(&b, 0)?, strings(&b, 1)?);
-            for i in 0..b.num_rows() {
-                let c = Counts::from_row(&b, 2, i)?;
-                rows.push(Reference {
-                    repo: repo.value(i).to_owned(),
-                    reference: reference.value(i).to_owned(),
-                    pull_count: c.pulls(),
-                    pull_by_tag_count: c.pull_by_tag,
-                    pull_by_digest_count: c.pull_by_digest,
-                    version_check_count: c.version_check,
-                    ip_count: c.unique_ips,
-                });
-            }
+    for b in api.catalog.run(&t, &sql).await? {
+        let (repo, reference) = (strings(&b, 0)?, strings(&b, 1)?);
+        for i in 0..b.num_rows() {
+            let c = Counts::from_row(&b, 2, i)?;
+            rows.push(Reference {
+                repo: repo.value(i).to_owned(),
+                reference: reference.value(i).to_owned(),
+                pull_count: c.pulls(),
+                pull_by_tag_count: c.pull_by_tag,
+                pull_by_digest_count: c.pull_by_digest,
+                version_check_count: c.version_check,
+                ip_count: c.unique_ips,
+            });
         }
     }
+    Ok(references_json(rows).into())
+}
+
+/// `truncated` and `references` of the answer: at most [`MAX_REFERENCES`].
+fn references_json(mut rows: Vec<Reference>) -> serde_json::Map<String, serde_json::Value> {
     let truncated = rows.len() > MAX_REFERENCES;
     rows.truncate(MAX_REFERENCES);
-    let mut out = ask.head();
+    let mut out = serde_json::Map::new();
     out.insert("truncated".into(), json!(truncated));
     out.insert("references".into(), json!(rows));
-    Ok(Json(out).into_response())
+    out
 }
 
 #[cfg(test)]

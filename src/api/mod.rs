@@ -6,6 +6,7 @@
 //! ```text
 //!  GET /api/publisher/analytics/v1/…  ─▶ viewer (bearer: a tokens-file secret, or a login's JWT)
 //!        │ namespaces / series ─▶ Catalog: days with data + pre-aggregated complete periods
+//!        │ breakdowns / references ─▶ Catalog: a scan of the span, kept while its days keep their rows
 //!        │ exports ─▶ Exports: CSV of `pullstats export`, cached, split, signed links
 //!  GET /downloads/{file}?expires&signature ─▶ HMAC check ─▶ the file
 //!  POST /v2/users/login ─▶ limiter (failures per client) ─▶ JWT
@@ -19,6 +20,7 @@
 //! table reach it).
 
 pub mod badge;
+mod cache;
 pub mod data;
 mod exports;
 mod insights;

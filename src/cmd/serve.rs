@@ -102,7 +102,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     app.max_future = crate::pipeline::future::bound_micros(args.session.max_future);
     app.body_deadline = args.client_timeout;
     let app = Arc::new(app);
-    let catalog = Arc::new(Catalog::new(&args.table));
+    let catalog = Arc::new(Catalog::new(&args.table, app.metrics.clone()));
     // Read before the first request, so that the API never answers from
     // an empty catalog while the table has data.
     if let Err(e) = catalog.refresh().await {

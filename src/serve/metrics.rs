@@ -53,6 +53,9 @@ pub struct ServeMetrics {
     notifications: Mutex<BTreeMap<Outcome, u64>>,
     requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
     durations: Mutex<BTreeMap<&'static str, Histogram>>,
+    /// The API's answers that come from a scan of a span, by what they are
+    /// and whether this one scanned (or came from the cache).
+    answers: Mutex<BTreeMap<(&'static str, bool), u64>>,
 }
 
 impl ServeMetrics {
@@ -75,6 +78,13 @@ impl ServeMetrics {
             m.entry(route)
                 .or_insert_with(|| Histogram::new(&DURATION_BUCKETS_S))
                 .observe(took);
+        }
+    }
+
+    /// One API answer that a scan makes: `scanned`, or kept from one.
+    pub fn answer(&self, what: &'static str, scanned: bool) {
+        if let Ok(mut m) = self.answers.lock() {
+            *m.entry((what, scanned)).or_default() += 1;
         }
     }
 
@@ -113,6 +123,19 @@ impl ServeMetrics {
         if let Ok(m) = self.durations.lock() {
             for (route, h) in m.iter() {
                 h.render(out, name, &format!("route=\"{route}\""));
+            }
+        }
+        let name = "pullstats_api_answers_total";
+        family(
+            out,
+            name,
+            "counter",
+            "API answers computed from a scan of a span, by answer and source (scan, or kept from one: cache)",
+        );
+        if let Ok(m) = self.answers.lock() {
+            for ((what, scanned), n) in m.iter() {
+                let source = if *scanned { "scan" } else { "cache" };
+                let _ = writeln!(out, "{name}{{answer=\"{what}\",source=\"{source}\"}} {n}");
             }
         }
     }

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use super::{exchange, token, Serve};
 use crate::helpers::*;
-use crate::kafka::harness::wait_until;
+use crate::kafka::harness::{counter, wait_until};
 
 const BASE: &str = "/api/publisher/analytics/v1";
 const DIGEST: &str = "sha256:d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1";
@@ -516,6 +516,18 @@ fn exports_list_complete_periods_and_links_give_the_export_bytes() {
     assert_eq!(s, 404);
 }
 
+/// A late pull by a new IP (7) on week A's Saturday, committed by another
+/// writer than `serve`.
+fn late_pull(dir: &Path, d: &Dates) {
+    let late = dir.join("late.jsonl");
+    std::fs::write(
+        &late,
+        event(d.wa + Days::new(5), "GET", "acme/web", "1.0", 7) + "\n",
+    )
+    .expect("late event");
+    ingest(&late, &dir.join("pulls"));
+}
+
 #[test]
 fn late_data_in_a_closed_week_is_counted_once_committed() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -530,14 +542,7 @@ fn late_data_in_a_closed_week_is_counted_once_committed() {
             .map(|r| (r.2, r.3))
     };
     assert_eq!(week_a(&get_as(port, &acme, &weeks).1), Some((4, 4)));
-    // A late pull by a new IP on week A's Saturday, committed by another writer.
-    let late = dir.path().join("late.jsonl");
-    std::fs::write(
-        &late,
-        event(d.wa + Days::new(5), "GET", "acme/web", "1.0", 7) + "\n",
-    )
-    .expect("late event");
-    ingest(&late, &dir.path().join("pulls"));
+    late_pull(dir.path(), &d);
     wait_until(
         Duration::from_secs(30),
         "the API to count the late pull",
@@ -562,6 +567,106 @@ fn late_data_in_a_closed_week_is_counted_once_committed() {
         ),
     );
     assert_eq!(stored[1..], [vec!["5".to_owned(), "5".to_owned()]]);
+}
+
+/// The dashboard's answers from a scan (breakdowns, references, a custom
+/// range's cut ends) are scanned once while their span's days keep their
+/// rows: asked again they come from the cache; late data in the span is
+/// scanned again and counted; a span the late data missed stays cached.
+#[test]
+fn dashboard_answers_are_scanned_once_until_their_span_changes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (serve, acme, _, _, _, d) = start(dir.path(), &[]);
+    let port = serve.port;
+    let ns = format!("{BASE}/namespaces/acme");
+    let answers = |what: &str, source: &str| {
+        counter(
+            &serve.metrics(),
+            &format!("pullstats_api_answers_total{{answer=\"{what}\",source=\"{source}\"}}"),
+        )
+        .unwrap_or(0)
+    };
+    let week = |start: NaiveDate| format!("from={}&to={}", ymd(start), ymd(start + Days::new(7)));
+    let total = |q: &str| {
+        let (s, v) = get_as(port, &acme, &format!("{ns}/breakdowns?{q}"));
+        assert_eq!(s, 200, "{v}");
+        (
+            v["total"]["pullCount"].as_u64().expect("pulls"),
+            v["total"]["ipCount"].as_u64().expect("IPs"),
+        )
+    };
+    let refs = |q: &str| {
+        let (s, v) = get_as(port, &acme, &format!("{ns}/references?{q}"));
+        assert_eq!(s, 200, "{v}");
+        v["references"].clone()
+    };
+    let cut = |q: &str| {
+        let (s, v) = get_as(
+            port,
+            &acme,
+            &format!("{ns}/pulls?timespan=weeks&group=namespace&{q}"),
+        );
+        assert_eq!(s, 200, "{v}");
+        rows(&v)
+    };
+    let (a, b) = (week(d.wa), week(d.wb));
+    // Week A cut at both ends: two open spans.
+    let range = format!(
+        "from={}&to={}",
+        ymd(d.wa + Days::new(1)),
+        ymd(d.wb + Days::new(2))
+    );
+
+    let first = (total(&a), total(&b), refs(&a), cut(&range));
+    assert_eq!((first.0, first.1), ((4, 4), (3, 2)));
+    assert_eq!(
+        (
+            answers("breakdowns", "scan"),
+            answers("references", "scan"),
+            answers("open_span", "scan")
+        ),
+        (2, 1, 2)
+    );
+    assert_eq!((total(&a), total(&b), refs(&a), cut(&range)), first);
+    assert_eq!(
+        (
+            answers("breakdowns", "scan"),
+            answers("references", "scan"),
+            answers("open_span", "scan")
+        ),
+        (2, 1, 2)
+    );
+    assert_eq!(
+        (
+            answers("breakdowns", "cache"),
+            answers("references", "cache"),
+            answers("open_span", "cache")
+        ),
+        (2, 1, 2)
+    );
+
+    late_pull(dir.path(), &d);
+    wait_until(
+        Duration::from_secs(30),
+        "the breakdowns to count the late pull",
+        || total(&a) == (5, 5),
+    );
+    let web = |v: &Value| {
+        v.as_array()
+            .expect("references")
+            .iter()
+            .find(|r| r["repo"] == "web")
+            .map(|r| (r["pullCount"].as_u64(), r["ipCount"].as_u64()))
+    };
+    assert_eq!(web(&first.2), Some((Some(3), Some(4))));
+    assert_eq!(web(&refs(&a)), Some((Some(4), Some(5))));
+    let after = cut(&range);
+    assert_eq!(after[0].2, first.3[0].2 + 1, "{after:?}");
+    assert_eq!(after[1..], first.3[1..]);
+    // Week B's rows did not change: its answer is still the cached one.
+    let scans = answers("breakdowns", "scan");
+    assert_eq!(total(&b), (3, 2));
+    assert_eq!(answers("breakdowns", "scan"), scans);
 }
 
 /// The periods a `serve` computed are kept in the periods table: another
