@@ -33,8 +33,6 @@ pub use crate::query::periods::{
     ints, strings, Aggregates as PeriodData, Counts, NamespacePeriod, Period, COUNTS_SQL,
 };
 
-type PartialKey = (Period, String, Vec<String>);
-
 /// What one refresh saw.
 #[derive(Debug, Default)]
 pub struct Days {
@@ -99,8 +97,8 @@ pub struct Catalog {
     days: RwLock<Arc<Days>>,
     periods: RwLock<HashMap<Period, Arc<PeriodData>>>,
     /// Namespace totals over some of its repositories (tokens granted
-    /// single repositories), with the fingerprint they were computed at.
-    partials: RwLock<HashMap<PartialKey, (Vec<u64>, Counts)>>,
+    /// single repositories), per period.
+    partials: SpanCache<Counts>,
     /// One period computation at a time (a burst of requests for a period
     /// not yet computed runs one scan, not one each).
     computing: tokio::sync::Mutex<()>,
@@ -112,9 +110,13 @@ pub struct Catalog {
     metrics: Arc<ServeMetrics>,
 }
 
-/// How many aggregates of open spans are kept (each holds every
-/// namespace's and repository's counts over its span).
-const OPEN_SPANS_KEPT: usize = 64;
+/// How many aggregates of open spans are kept: each holds every
+/// namespace's and repository's counts over its span (about 100 bytes a
+/// repository: 10 MB for 100,000 repositories).
+const OPEN_SPANS_KEPT: usize = 16;
+/// How many namespace totals over some of its repositories are kept (a
+/// few dozen bytes each, and the key).
+const PARTIALS_KEPT: usize = 4096;
 /// How many breakdown and reference answers are kept (each at most a few
 /// tens of KiB: 5 × 100 breakdown rows, or 1,000 references).
 const ANSWERS_KEPT: usize = 256;
@@ -127,7 +129,7 @@ impl Catalog {
             table: tokio::sync::Mutex::new(None),
             days: RwLock::new(Arc::new(Days::default())),
             periods: RwLock::new(HashMap::new()),
-            partials: RwLock::new(HashMap::new()),
+            partials: SpanCache::new(PARTIALS_KEPT),
             computing: tokio::sync::Mutex::new(()),
             open_spans: SpanCache::new(OPEN_SPANS_KEPT),
             answers: SpanCache::new(ANSWERS_KEPT),
@@ -346,44 +348,38 @@ impl Catalog {
         namespace: &str,
         repos: &[String],
     ) -> Result<Counts, DataError> {
-        let key = (period, namespace.to_owned(), repos.to_vec());
         let fingerprint = self.days().fingerprint(&period.span);
-        let cached = self.partials.read().ok().and_then(|p| p.get(&key).cloned());
-        if let Some((f, counts)) = cached {
-            if f == fingerprint {
-                return Ok(counts);
-            }
-        }
         if fingerprint.iter().all(|n| *n == 0) {
             return Ok(Counts::default());
         }
-        let ended = period.span.to <= chrono::Utc::now().date_naive();
-        let stored = if period.is_complete() && ended {
-            // Computes and stores the period when it is not yet.
-            self.period(period).await?;
-            periods::union(&self.path, &period, &fingerprint, namespace, repos).await?
-        } else {
-            None
-        };
-        let counts = match stored {
-            Some(counts) => counts,
-            None => {
+        let key = format!("{period:?} {namespace:?} {repos:?}");
+        let (counts, source) = self
+            .partials
+            .get_or_compute(key, fingerprint.clone(), || async {
+                let ended = period.span.to <= chrono::Utc::now().date_naive();
+                let stored = if period.is_complete() && ended {
+                    // Computes and stores the period when it is not yet.
+                    self.period(period).await?;
+                    periods::union(&self.path, &period, &fingerprint, namespace, repos).await?
+                } else {
+                    None
+                };
+                if let Some(counts) = stored {
+                    return Ok::<_, DataError>(counts);
+                }
                 let Some(t) = self.table().await else {
                     return Ok(Counts::default());
                 };
-                self.aggregate(&t, &period.span, Some((namespace, repos)))
+                Ok(self
+                    .aggregate(&t, &period.span, Some((namespace, repos)))
                     .await?
                     .remove(namespace)
                     .map(|n| n.total)
-                    .unwrap_or_default()
-            }
-        };
-        if period.is_complete() {
-            if let Ok(mut p) = self.partials.write() {
-                p.insert(key, (fingerprint, counts));
-            }
-        }
-        Ok(counts)
+                    .unwrap_or_default())
+            })
+            .await?;
+        self.metrics.answer("partial_total", source == Source::Scan);
+        Ok(*counts)
     }
 
     /// The answer `scan` makes from the table over `span`, kept under

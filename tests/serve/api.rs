@@ -576,7 +576,7 @@ fn late_data_in_a_closed_week_is_counted_once_committed() {
 #[test]
 fn dashboard_answers_are_scanned_once_until_their_span_changes() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (serve, acme, _, _, _, d) = start(dir.path(), &[]);
+    let (serve, acme, partial, _, _, d) = start(dir.path(), &[]);
     let port = serve.port;
     let ns = format!("{BASE}/namespaces/acme");
     let answers = |what: &str, source: &str| {
@@ -663,6 +663,25 @@ fn dashboard_answers_are_scanned_once_until_their_span_changes() {
     let after = cut(&range);
     assert_eq!(after[0].2, first.3[0].2 + 1, "{after:?}");
     assert_eq!(after[1..], first.3[1..]);
+    // A token granted acme/api alone: its namespace total over the cut
+    // range is api's (the late pull was web's), asked twice.
+    for _ in 0..2 {
+        let (s, v) = get_as(
+            port,
+            &partial,
+            &format!("{ns}/pulls?timespan=weeks&group=namespace&{range}"),
+        );
+        assert_eq!(s, 200, "{v}");
+        let totals: Vec<_> = rows(&v).into_iter().map(|r| (r.2, r.3)).collect();
+        assert_eq!(totals, [(1, 1), (0, 0)]);
+    }
+    assert_eq!(
+        (
+            answers("partial_total", "scan"),
+            answers("partial_total", "cache")
+        ),
+        (2, 2)
+    );
     // Week B's rows did not change: its answer is still the cached one.
     let scans = answers("breakdowns", "scan");
     assert_eq!(total(&b), (3, 2));
