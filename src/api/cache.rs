@@ -6,6 +6,9 @@
 //!
 //! - A request for an answer being computed waits for that computation
 //!   instead of starting its own scan of the same span.
+//! - A scan runs in a task of its own: a client that gives up, or a
+//!   request past its deadline, does not stop it, and the next request
+//!   finds its answer kept (as the API's exports are made).
 //! - A failed computation is not kept: the next request tries again.
 //! - At most `capacity` answers are kept; the one asked for least recently
 //!   goes first.
@@ -18,6 +21,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::OnceCell;
+use tokio::task::JoinError;
 
 /// Whether an answer came from the cache or from its own scan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +47,7 @@ struct Slot<V> {
     used: u64,
 }
 
-impl<V> SpanCache<V> {
+impl<V: Send + Sync + 'static> SpanCache<V> {
     pub fn new(capacity: usize) -> Self {
         Self {
             capacity: capacity.max(1),
@@ -65,19 +69,26 @@ impl<V> SpanCache<V> {
         compute: F,
     ) -> Result<(Arc<V>, Source), E>
     where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<V, E>>,
+        E: From<JoinError> + Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
         let answer = self.slot(key, fingerprint);
-        let mut source = Source::Cache;
-        let value = answer
-            .get_or_try_init(|| {
-                source = Source::Scan;
-                let scan = compute();
-                async move { scan.await.map(Arc::new) }
-            })
-            .await?;
-        Ok((value.clone(), source))
+        if let Some(value) = answer.get() {
+            return Ok((value.clone(), Source::Cache));
+        }
+        let task = tokio::spawn(async move {
+            let mut source = Source::Cache;
+            let value = answer
+                .get_or_try_init(|| {
+                    source = Source::Scan;
+                    let scan = compute();
+                    async move { scan.await.map(Arc::new) }
+                })
+                .await?;
+            Ok((value.clone(), source))
+        });
+        task.await?
     }
 
     fn slot(&self, key: String, fingerprint: Vec<u64>) -> Arc<OnceCell<Arc<V>>> {
@@ -124,18 +135,31 @@ mod tests {
 
     use super::*;
 
+    #[derive(Debug, PartialEq)]
+    enum Failed {
+        Scan(&'static str),
+        Task,
+    }
+
+    impl From<JoinError> for Failed {
+        fn from(_: JoinError) -> Self {
+            Failed::Task
+        }
+    }
+
     async fn get(
         cache: &SpanCache<String>,
         key: &str,
         fingerprint: &[u64],
-        scans: &AtomicUsize,
+        scans: &Arc<AtomicUsize>,
         answer: &str,
     ) -> (String, Source) {
+        let (scans, answer) = (scans.clone(), answer.to_owned());
         let (v, source) = cache
-            .get_or_compute(key.to_owned(), fingerprint.to_vec(), || async {
+            .get_or_compute(key.to_owned(), fingerprint.to_vec(), || async move {
                 scans.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                Ok::<_, ()>(answer.to_owned())
+                Ok::<_, Failed>(answer)
             })
             .await
             .expect("computed");
@@ -145,7 +169,7 @@ mod tests {
     #[tokio::test]
     async fn an_answer_is_kept_while_its_fingerprint_holds() {
         let cache = SpanCache::new(8);
-        let scans = AtomicUsize::new(0);
+        let scans = Arc::new(AtomicUsize::new(0));
         assert_eq!(
             get(&cache, "a", &[1, 2], &scans, "first").await,
             ("first".into(), Source::Scan)
@@ -173,7 +197,7 @@ mod tests {
     #[tokio::test]
     async fn requests_for_an_answer_being_computed_wait_for_that_scan() {
         let cache = SpanCache::new(8);
-        let scans = AtomicUsize::new(0);
+        let scans = Arc::new(AtomicUsize::new(0));
         let answers = futures::future::join_all(
             (0..10).map(|i| get(&cache, "a", &[5], &scans, if i == 0 { "x" } else { "y" })),
         )
@@ -190,10 +214,16 @@ mod tests {
     async fn a_failed_scan_is_not_kept() {
         let cache: SpanCache<String> = SpanCache::new(8);
         let failed = cache
-            .get_or_compute("a".into(), vec![1], || async { Err::<String, _>("broken") })
+            .get_or_compute("a".into(), vec![1], || async {
+                Err::<String, _>(Failed::Scan("broken"))
+            })
             .await;
-        assert!(matches!(failed, Err("broken")));
-        let scans = AtomicUsize::new(0);
+        assert_eq!(failed.err(), Some(Failed::Scan("broken")));
+        let failed = cache
+            .get_or_compute("b".into(), vec![1], || async { panic!("a scan panicked") })
+            .await;
+        assert_eq!(failed.err(), Some(Failed::Task));
+        let scans = Arc::new(AtomicUsize::new(0));
         assert_eq!(
             get(&cache, "a", &[1], &scans, "ok").await,
             ("ok".into(), Source::Scan)
@@ -201,9 +231,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_scan_whose_request_gave_up_is_finished_and_kept() {
+        let cache = SpanCache::new(8);
+        let scans = Arc::new(AtomicUsize::new(0));
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(5),
+            get(&cache, "a", &[1], &scans, "slow"),
+        )
+        .await;
+        assert!(gave_up.is_err(), "the scan takes 20 ms");
+        // Asked again: the first scan's answer, whether it has finished by
+        // now or is waited for.
+        assert_eq!(
+            get(&cache, "a", &[1], &scans, "again").await,
+            ("slow".into(), Source::Cache)
+        );
+        assert_eq!(scans.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
     async fn the_answer_asked_for_least_recently_goes_first() {
         let cache = SpanCache::new(2);
-        let scans = AtomicUsize::new(0);
+        let scans = Arc::new(AtomicUsize::new(0));
         get(&cache, "a", &[1], &scans, "a").await;
         get(&cache, "b", &[1], &scans, "b").await;
         // `a` is asked for again, so `b` is the least recent when `c` comes.

@@ -262,19 +262,21 @@ impl Catalog {
     /// memory, else from the periods table beside the pulls table when
     /// stored at the current fingerprint, else from a scan, which is stored
     /// there for the next reader (see `query::periods`). A custom range's
-    /// cut ends, and a period not over yet, are scanned at each request and
-    /// kept nowhere, so what is kept is bounded by the table's history.
-    pub async fn period(&self, period: Period) -> Result<Arc<PeriodData>, DataError> {
+    /// cut ends, and a period not over yet, are scanned and kept in memory
+    /// only, while their days keep their rows ([`OPEN_SPANS_KEPT`] at
+    /// most), so what is kept is bounded by the table's history.
+    pub async fn period(self: &Arc<Self>, period: Period) -> Result<Arc<PeriodData>, DataError> {
         let today = chrono::Utc::now().date_naive();
         if !period.is_complete() || period.span.to > today {
             let span = period.span;
             let key = format!("{}..{}", span.from, span.to);
             let fingerprint = self.days().fingerprint(&span);
+            let catalog = self.clone();
             let (data, source) = self
                 .open_spans
-                .get_or_compute(key, fingerprint.clone(), || async {
-                    let namespaces = match self.table().await {
-                        Some(t) => self.aggregate(&t, &span, None).await?,
+                .get_or_compute(key, fingerprint.clone(), move || async move {
+                    let namespaces = match catalog.table().await {
+                        Some(t) => catalog.aggregate(&t, &span, None).await?,
                         None => BTreeMap::new(),
                     };
                     Ok::<_, DataError>(PeriodData {
@@ -343,7 +345,7 @@ impl Catalog {
     /// period. Kept per period and set of repositories while the period's
     /// days do not change.
     pub async fn partial_total(
-        &self,
+        self: &Arc<Self>,
         period: Period,
         namespace: &str,
         repos: &[String],
@@ -353,27 +355,28 @@ impl Catalog {
             return Ok(Counts::default());
         }
         let key = format!("{period:?} {namespace:?} {repos:?}");
+        let (catalog, namespace, repos) = (self.clone(), namespace.to_owned(), repos.to_vec());
         let (counts, source) = self
             .partials
-            .get_or_compute(key, fingerprint.clone(), || async {
+            .get_or_compute(key, fingerprint.clone(), move || async move {
                 let ended = period.span.to <= chrono::Utc::now().date_naive();
                 let stored = if period.is_complete() && ended {
                     // Computes and stores the period when it is not yet.
-                    self.period(period).await?;
-                    periods::union(&self.path, &period, &fingerprint, namespace, repos).await?
+                    catalog.period(period).await?;
+                    periods::union(&catalog.path, &period, &fingerprint, &namespace, &repos).await?
                 } else {
                     None
                 };
                 if let Some(counts) = stored {
                     return Ok::<_, DataError>(counts);
                 }
-                let Some(t) = self.table().await else {
+                let Some(t) = catalog.table().await else {
                     return Ok(Counts::default());
                 };
-                Ok(self
-                    .aggregate(&t, &period.span, Some((namespace, repos)))
+                Ok(catalog
+                    .aggregate(&t, &period.span, Some((&namespace, &repos)))
                     .await?
-                    .remove(namespace)
+                    .remove(&namespace)
                     .map(|n| n.total)
                     .unwrap_or_default())
             })
@@ -393,8 +396,9 @@ impl Catalog {
         scan: F,
     ) -> Result<Option<Arc<serde_json::Value>>, E>
     where
-        F: FnOnce(DeltaTable) -> Fut,
-        Fut: std::future::Future<Output = Result<serde_json::Value, E>>,
+        E: From<tokio::task::JoinError> + Send + 'static,
+        F: FnOnce(DeltaTable) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<serde_json::Value, E>> + Send + 'static,
     {
         // Read before the table: the table is refreshed before the days,
         // so the answer is never older than the fingerprint it is kept at.
@@ -404,7 +408,7 @@ impl Catalog {
         };
         let (answer, source) = self
             .answers
-            .get_or_compute(format!("{what}\n{key}"), fingerprint, || scan(t))
+            .get_or_compute(format!("{what}\n{key}"), fingerprint, move || scan(t))
             .await?;
         self.metrics.answer(what, source == Source::Scan);
         Ok(Some(answer))
@@ -443,7 +447,7 @@ impl Catalog {
     /// Computes the complete periods of the last 12 months (weeks and
     /// months) that are not cached, newest first, so the first requests
     /// after a start or a late commit find them ready.
-    pub async fn warm(&self, today: NaiveDate) -> Result<usize, DataError> {
+    pub async fn warm(self: &Arc<Self>, today: NaiveDate) -> Result<usize, DataError> {
         let mut missing = Vec::new();
         for granularity in [Granularity::Week, Granularity::Month] {
             let mut spans = Span::trailing(granularity, 12, today).periods(granularity);

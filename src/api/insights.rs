@@ -120,15 +120,15 @@ impl Ask {
         empty: impl FnOnce() -> serde_json::Map<String, serde_json::Value>,
     ) -> Result<Response, ApiError>
     where
-        F: FnOnce(deltalake::DeltaTable, String) -> Fut,
-        Fut: std::future::Future<Output = Result<serde_json::Value, ApiError>>,
+        F: FnOnce(deltalake::DeltaTable, String) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<serde_json::Value, ApiError>> + Send + 'static,
     {
         let scanned = if self.nothing() {
             None
         } else {
             let filter = self.where_clause();
             api.catalog
-                .answer(what, self.key(), &self.span, |t| scan(t, filter))
+                .answer(what, self.key(), &self.span, move |t| scan(t, filter))
                 .await?
         };
         let mut out = self.head();
@@ -216,7 +216,10 @@ pub(super) async fn breakdowns(
     ask.answer(
         &api,
         "breakdowns",
-        |t, filter| scan_breakdowns(&api, t, filter),
+        {
+            let api = api.clone();
+            move |t, filter| scan_breakdowns(api, t, filter)
+        },
         || breakdowns_json(Counts::default(), Vec::new()),
     )
     .await
@@ -224,11 +227,11 @@ pub(super) async fn breakdowns(
 
 /// The totals and breakdowns over `filter`: two scans.
 async fn scan_breakdowns(
-    api: &Api,
+    api: Arc<Api>,
     t: deltalake::DeltaTable,
     filter: String,
 ) -> Result<serde_json::Value, ApiError> {
-    let total = totals(api, &t, &filter).await?;
+    let total = totals(&api, &t, &filter).await?;
     let mut groups: Vec<Vec<(Option<String>, u64)>> = vec![Vec::new(); DIMENSIONS.len()];
     let columns: Vec<&str> = DIMENSIONS
         .iter()
@@ -339,14 +342,17 @@ pub(super) async fn references(
     ask.answer(
         &api,
         "references",
-        |t, filter| scan_references(&api, t, filter),
+        {
+            let api = api.clone();
+            move |t, filter| scan_references(api, t, filter)
+        },
         || references_json(Vec::new()),
     )
     .await
 }
 
 async fn scan_references(
-    api: &Api,
+    api: Arc<Api>,
     t: deltalake::DeltaTable,
     filter: String,
 ) -> Result<serde_json::Value, ApiError> {

@@ -200,6 +200,12 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<tokio::task::JoinError> for ApiError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        ApiError::Internal(format!("the scan's task failed: {e}"))
+    }
+}
+
 impl From<data::DataError> for ApiError {
     fn from(e: data::DataError) -> Self {
         Self::Internal(e.to_string())

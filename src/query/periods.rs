@@ -46,6 +46,15 @@ pub enum PeriodsError {
     Query(Box<QueryError>),
     #[error("unexpected result shape: {0}")]
     Shape(String),
+    /// The task of a scan failed (it panicked, or the runtime is stopping).
+    #[error("the scan's task failed: {0}")]
+    Task(String),
+}
+
+impl From<tokio::task::JoinError> for PeriodsError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        Self::Task(e.to_string())
+    }
 }
 
 impl From<QueryError> for PeriodsError {
@@ -59,6 +68,7 @@ impl From<PeriodsError> for QueryError {
         match e {
             PeriodsError::Query(e) => *e,
             PeriodsError::Shape(s) => QueryError::Output(format!("the periods table: {s}")),
+            PeriodsError::Task(s) => QueryError::Output(format!("the periods: {s}")),
         }
     }
 }
