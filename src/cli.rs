@@ -222,6 +222,17 @@ pub struct ApiArgs {
     /// An export's CSV is cut into download files of about this size (at row ends).
     #[arg(long, env = "PULLSTATS_EXPORT_PART_SIZE", default_value = "256MiB", value_parser = parse_bytes)]
     pub export_part_size: u64,
+    /// A reverse proxy in front of serve (an address or a CIDR range;
+    /// repeatable, or comma-separated): failed logins from it are counted
+    /// per client its `X-Forwarded-For` names, not as the proxy's. Without
+    /// it, all clients behind a proxy share one budget.
+    #[arg(
+        long = "trusted-proxy",
+        env = "PULLSTATS_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "ADDR[/PREFIX]"
+    )]
+    pub trusted_proxies: Vec<ipnetwork::IpNetwork>,
 }
 
 #[derive(Debug, Args)]

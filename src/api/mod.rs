@@ -69,6 +69,9 @@ pub struct ApiConfig {
     pub public_url: Option<String>,
     /// Where generated exports are kept.
     pub export_dir: PathBuf,
+    /// Reverse proxies whose `X-Forwarded-For` names the login limiter's
+    /// client (`--trusted-proxy`).
+    pub trusted_proxies: Vec<ipnetwork::IpNetwork>,
 }
 
 /// Everything the API's handlers share.
@@ -391,9 +394,11 @@ struct Login {
 async fn login(
     State(api): State<Arc<Api>>,
     peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let client = peer.map(|axum::Extension(ConnectInfo(a))| a.ip());
+    let peer = peer.map(|axum::Extension(ConnectInfo(a))| a.ip());
+    let client = login::client_address(peer, &headers, &api.config.trusted_proxies);
     if let Some(wait) = api.logins.refused(client) {
         return Err(ApiError::TooManyLogins {
             retry_after_s: wait.as_secs() + 1,

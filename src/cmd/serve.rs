@@ -119,6 +119,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             export_part_bytes: args.api.export_part_size,
             public_url: args.api.public_url.clone(),
             export_dir: export_dir(&args.table),
+            trusted_proxies: args.api.trusted_proxies.clone(),
         },
     ));
     let router = serve::router(app.clone(), api::router(api));

@@ -299,6 +299,43 @@ fn series_and_namespaces_match_the_hand_computed_fixture() {
     assert_eq!((s, served), (200, committed));
 }
 
+/// Behind a proxy named by `--trusted-proxy`, failed logins count per
+/// client its `X-Forwarded-For` names: one client over its budget does not
+/// lock out another, and what a client writes into the header itself (left
+/// of the proxy's entry) changes nothing. Without the flag, the header is
+/// the client's own text and is ignored (the loopback peer's one budget).
+#[test]
+fn failed_logins_behind_a_trusted_proxy_count_per_forwarded_client() {
+    for trusted in [true, false] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let extra: &[&str] = if trusted {
+            &["--trusted-proxy", "127.0.0.0/8,::1"]
+        } else {
+            &[]
+        };
+        let (serve, acme, _, _, _, _) = start(dir.path(), extra);
+        let login = |forwarded: &str, secret: &str| {
+            let body = json!({"username": "acme-reader", "password": secret}).to_string();
+            let headers = [
+                ("Content-Type", "application/json"),
+                ("X-Forwarded-For", forwarded),
+            ];
+            call(serve.port, "POST", "/v2/users/login", &headers, &body).0
+        };
+        for _ in 0..5 {
+            assert_eq!(login("203.0.113.1", "wrong"), 401);
+        }
+        let (other, spoofed) = if trusted { (200, 429) } else { (429, 429) };
+        assert_eq!(login("203.0.113.1", &acme), 429, "trusted: {trusted}");
+        assert_eq!(
+            login("203.0.113.2, 203.0.113.1", &acme),
+            spoofed,
+            "trusted: {trusted}"
+        );
+        assert_eq!(login("203.0.113.2", &acme), other, "trusted: {trusted}");
+    }
+}
+
 #[test]
 fn login_sessions_the_limiter_and_badges() {
     let dir = tempfile::tempdir().expect("tempdir");
