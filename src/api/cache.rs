@@ -1,8 +1,9 @@
 //! Answers computed from a scan of a span, kept while the span's days keep
 //! their rows (the catalog's fingerprint of the span), so a dashboard
 //! reloaded or opened by many people scans once: the breakdowns and
-//! references of a span, and the cut ends of a custom range or a period
-//! not over yet.
+//! references of a span, the cut ends of a custom range or a period not
+//! over yet, and a namespace's total over the repositories a token was
+//! granted.
 //!
 //! - A request for an answer being computed waits for that computation
 //!   instead of starting its own scan of the same span.
