@@ -33,6 +33,9 @@ pub use crate::query::periods::{
     ints, strings, Aggregates as PeriodData, Counts, NamespacePeriod, Period, COUNTS_SQL,
 };
 
+/// The fields of a JSON answer that a scan makes (breakdowns, references).
+pub type Answer = serde_json::Map<String, serde_json::Value>;
+
 /// What one refresh saw.
 #[derive(Debug, Default)]
 pub struct Days {
@@ -106,7 +109,7 @@ pub struct Catalog {
     /// period not over yet), aggregated like the periods.
     open_spans: SpanCache<PeriodData>,
     /// The dashboard's answers from a scan (breakdowns, references).
-    answers: SpanCache<serde_json::Value>,
+    answers: SpanCache<Answer>,
     metrics: Arc<ServeMetrics>,
 }
 
@@ -394,11 +397,11 @@ impl Catalog {
         key: String,
         span: &Span,
         scan: F,
-    ) -> Result<Option<Arc<serde_json::Value>>, E>
+    ) -> Result<Option<Arc<Answer>>, E>
     where
         E: From<tokio::task::JoinError> + Send + 'static,
         F: FnOnce(DeltaTable) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = Result<serde_json::Value, E>> + Send + 'static,
+        Fut: std::future::Future<Output = Result<Answer, E>> + Send + 'static,
     {
         // Read before the table: the table is refreshed before the days,
         // so the answer is never older than the fingerprint it is kept at.

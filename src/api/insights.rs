@@ -15,7 +15,7 @@ use axum::Json;
 use serde::Serialize;
 use serde_json::json;
 
-use super::data::{ints, strings, Counts, COUNTS_SQL};
+use super::data::{ints, strings, Answer, Counts, COUNTS_SQL};
 use super::params::Params;
 use super::series::{asked_repos, today};
 use super::{query_pairs, sight, sql_filters, Api, ApiError, NamespaceSight};
@@ -117,11 +117,11 @@ impl Ask {
         api: &Api,
         what: &'static str,
         scan: F,
-        empty: impl FnOnce() -> serde_json::Map<String, serde_json::Value>,
+        empty: impl FnOnce() -> Answer,
     ) -> Result<Response, ApiError>
     where
         F: FnOnce(deltalake::DeltaTable, String) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = Result<serde_json::Value, ApiError>> + Send + 'static,
+        Fut: std::future::Future<Output = Result<Answer, ApiError>> + Send + 'static,
     {
         let scanned = if self.nothing() {
             None
@@ -132,9 +132,9 @@ impl Ask {
                 .await?
         };
         let mut out = self.head();
-        match scanned.as_deref() {
-            Some(serde_json::Value::Object(answer)) => out.extend(answer.clone()),
-            _ => out.extend(empty()),
+        match scanned {
+            Some(answer) => out.extend(answer.as_ref().clone()),
+            None => out.extend(empty()),
         }
         Ok(Json(out).into_response())
     }
@@ -230,7 +230,7 @@ async fn scan_breakdowns(
     api: Arc<Api>,
     t: deltalake::DeltaTable,
     filter: String,
-) -> Result<serde_json::Value, ApiError> {
+) -> Result<Answer, ApiError> {
     let total = totals(&api, &t, &filter).await?;
     let mut groups: Vec<Vec<(Option<String>, u64)>> = vec![Vec::new(); DIMENSIONS.len()];
     let columns: Vec<&str> = DIMENSIONS
@@ -273,15 +273,12 @@ async fn scan_breakdowns(
             groups[d].push((value, u64::try_from(pulls.value(row)).unwrap_or(0)));
         }
     }
-    Ok(breakdowns_json(total, groups).into())
+    Ok(breakdowns_json(total, groups))
 }
 
 /// `total` and `breakdowns` of the answer: each dimension's rows busiest
 /// first, past [`MAX_BREAKDOWN_ROWS`] summed as others.
-fn breakdowns_json(
-    total: Counts,
-    mut groups: Vec<Vec<(Option<String>, u64)>>,
-) -> serde_json::Map<String, serde_json::Value> {
+fn breakdowns_json(total: Counts, mut groups: Vec<Vec<(Option<String>, u64)>>) -> Answer {
     groups.resize(DIMENSIONS.len(), Vec::new());
     let mut all = serde_json::Map::new();
     for (d, mut rows) in groups.into_iter().enumerate() {
@@ -355,7 +352,7 @@ async fn scan_references(
     api: Arc<Api>,
     t: deltalake::DeltaTable,
     filter: String,
-) -> Result<serde_json::Value, ApiError> {
+) -> Result<Answer, ApiError> {
     let sql = format!(
         "SELECT repository, reference, {COUNTS_SQL} \
          FROM pulls WHERE {filter} GROUP BY repository, reference \
@@ -379,11 +376,11 @@ async fn scan_references(
             });
         }
     }
-    Ok(references_json(rows).into())
+    Ok(references_json(rows))
 }
 
 /// `truncated` and `references` of the answer: at most [`MAX_REFERENCES`].
-fn references_json(mut rows: Vec<Reference>) -> serde_json::Map<String, serde_json::Value> {
+fn references_json(mut rows: Vec<Reference>) -> Answer {
     let truncated = rows.len() > MAX_REFERENCES;
     rows.truncate(MAX_REFERENCES);
     let mut out = serde_json::Map::new();
