@@ -137,6 +137,11 @@ pub enum ApiError {
         retry_after_s: u64,
     },
     LoginFailed,
+    /// Not answered in time (serve's deadline): a retry may find the
+    /// answer, whose scan goes on.
+    Unavailable {
+        retry_after_s: u64,
+    },
     Internal(String),
 }
 
@@ -189,6 +194,12 @@ impl IntoResponse for ApiError {
             ApiError::LoginFailed => (
                 StatusCode::UNAUTHORIZED,
                 Json(json!({"detail": "incorrect username or password"})),
+            )
+                .into_response(),
+            ApiError::Unavailable { retry_after_s } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, HeaderValue::from(retry_after_s.max(1)))],
+                Json(json!({"detail": "not answered in time; try again shortly"})),
             )
                 .into_response(),
             ApiError::Internal(e) => {

@@ -27,12 +27,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
+use axum::{BoxError, Router};
 use futures::StreamExt;
 
 pub use metrics::{Outcome, ServeMetrics};
@@ -46,7 +47,7 @@ use crate::stream::queue::{Message, QueueHandle, SubmitError};
 use crate::stream::wal::WalHandle;
 
 /// Seconds a 503 asks the client to wait (a registry uses its own backoff).
-const RETRY_AFTER_S: &str = "5";
+pub const RETRY_AFTER_S: u64 = 5;
 /// The `source` of the receiver's dead letters.
 const SOURCE: &str = "POST /notifications";
 
@@ -148,27 +149,58 @@ impl App {
 
 /// The routes (the receiver's, and `more`: the API's), with the
 /// request-level layers: a deadline for a request's body and for its whole
-/// handling, compression of answers, request tracing, and metrics.
+/// handling, compression of answers, metrics (of every answer, those past
+/// the deadline too), and request tracing.
 pub fn router(app: Arc<App>, more: Router) -> Router {
     let body_timeout = app.body_deadline;
     let handling = app.wait + body_timeout + Duration::from_secs(5);
-    Router::new()
+    let routes = Router::new()
         .route("/notifications", post(notifications))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
         .with_state(app.clone())
         .merge(more)
-        .layer(axum::middleware::from_fn_with_state(app.clone(), observe))
         .layer(tower_http::compression::CompressionLayer::new())
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             body_timeout,
-        ))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            handling,
-        ))
+        ));
+    with_deadline(routes, handling)
+        .layer(axum::middleware::from_fn_with_state(app.clone(), observe))
         .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+/// `routes`, each request answered by [`past_deadline`] once `handling`
+/// has passed.
+fn with_deadline(routes: Router, handling: Duration) -> Router {
+    routes.layer(
+        tower::ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(past_deadline))
+            .layer(tower::timeout::TimeoutLayer::new(handling)),
+    )
+}
+
+/// The answer to a request that was not answered within serve's deadline:
+/// 503 with `Retry-After`, as any other unavailability of ours (a registry
+/// retries it; work the request started, such as an API scan, goes on and
+/// the retry finds its result). The API's routes answer in JSON, as every
+/// other of their errors.
+async fn past_deadline(uri: Uri, error: BoxError) -> Response {
+    let why = if error.is::<tower::timeout::error::Elapsed>() {
+        "not answered within serve's deadline".to_owned()
+    } else {
+        format!("the request failed: {error}")
+    };
+    match uri.path() {
+        "/notifications" | "/healthz" | "/readyz" | "/metrics" => unavailable(&why),
+        path => {
+            tracing::warn!("answering 503 to {path}: {why}");
+            crate::api::ApiError::Unavailable {
+                retry_after_s: RETRY_AFTER_S,
+            }
+            .into_response()
+        }
+    }
 }
 
 /// Counts every answer by matched route and status, with its duration.
@@ -252,7 +284,7 @@ fn unavailable(why: &str) -> Response {
     tracing::warn!("answering 503: {why}");
     (
         StatusCode::SERVICE_UNAVAILABLE,
-        [(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_S))],
+        [(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_S))],
         format!("unavailable: {why}\n"),
     )
         .into_response()
@@ -495,5 +527,60 @@ async fn wait_for_commit(
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err("the table writer stopped before the commit".into()),
         Err(_) => Err(format!("no commit within {wait:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt as _;
+
+    async fn answer(routes: &Router, request: Request) -> (StatusCode, HeaderMap, String) {
+        let response = routes.clone().oneshot(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        (
+            parts.status,
+            parts.headers,
+            String::from_utf8(body.to_vec()).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_request_past_the_deadline_is_answered_503_with_retry_after() {
+        async fn slow() -> &'static str {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            "late"
+        }
+        let routes = with_deadline(
+            Router::new()
+                .route("/notifications", post(slow))
+                .route("/api/publisher/analytics/v1/slow", get(slow))
+                .route("/fast", get(|| async { "fast" })),
+            Duration::from_secs(1),
+        );
+
+        let post = Request::post("/notifications").body(Body::empty()).unwrap();
+        let (status, headers, body) = answer(&routes, post).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(headers[header::RETRY_AFTER], "5");
+        assert_eq!(body, "unavailable: not answered within serve's deadline\n");
+
+        let get = Request::get("/api/publisher/analytics/v1/slow")
+            .body(Body::empty())
+            .unwrap();
+        let (status, headers, body) = answer(&routes, get).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(headers[header::RETRY_AFTER], "5");
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not answered in time"));
+
+        let fast = Request::get("/fast").body(Body::empty()).unwrap();
+        let (status, _, body) = answer(&routes, fast).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "fast"));
     }
 }

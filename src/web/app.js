@@ -47,20 +47,40 @@
     }
   }
 
-  async function api(path, token = state.token) {
-    const response = await fetch(BASE + path, {
-      headers: { Authorization: `Bearer ${token}`, Accept: 'application/json' },
-    });
-    let body = null;
-    try {
-      body = await response.json();
-    } catch (_) {
-      body = null;
+  // How long a request is asked again while the server answers 503 (the
+  // first view of a long span on a large table is a scan that can outlast
+  // the server's deadline; the scan goes on and a later try gets it).
+  const LONGEST_WAIT_MS = 15 * 60 * 1000;
+
+  const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+
+  // GET of an API path. A 503 is asked again after its Retry-After
+  // (1 to 60 s) while `wait.current()` holds (the view is still the one
+  // asked for), telling `wait.note(seconds)`.
+  async function api(path, token = state.token, wait = {}) {
+    const started = Date.now();
+    for (;;) {
+      const response = await fetch(BASE + path, {
+        headers: { Authorization: `Bearer ${token}`, Accept: 'application/json' },
+      });
+      let body = null;
+      try {
+        body = await response.json();
+      } catch (_) {
+        body = null;
+      }
+      const current = !wait.current || wait.current();
+      if (response.status === 503 && current && Date.now() - started < LONGEST_WAIT_MS) {
+        const seconds = Math.min(Math.max(Number(response.headers.get('Retry-After')) || 5, 1), 60);
+        if (wait.note) wait.note(seconds);
+        await sleep(seconds * 1000);
+        continue;
+      }
+      if (!response.ok) {
+        throw new ApiError(response.status, (body && body.detail) || response.statusText);
+      }
+      return body;
     }
-    if (!response.ok) {
-      throw new ApiError(response.status, (body && body.detail) || response.statusText);
-    }
-    return body;
   }
 
   const enc = encodeURIComponent;
@@ -265,10 +285,18 @@
       // Without repos= the API counts the whole namespace: ask nothing.
       const nothing = state.selected.length === 0;
       const none = { repos: {}, references: [], total: EMPTY_TOTAL, breakdowns: EMPTY_BREAKDOWNS };
+      const wait = {
+        current: () => request === state.request,
+        note: (seconds) => {
+          if (request === state.request) {
+            setStatus(`Counting this span for the first time; asking again in ${seconds} s…`, 'loading');
+          }
+        },
+      };
       const [series, breakdowns, references] = nothing ? [none, none, none] : await Promise.all([
-        api(`/repos/pulls?${full}`),
-        api(`/namespaces/${ns}/breakdowns?${names}`),
-        api(`/namespaces/${ns}/references?${names}`),
+        api(`/repos/pulls?${full}`, state.token, wait),
+        api(`/namespaces/${ns}/breakdowns?${names}`, state.token, wait),
+        api(`/namespaces/${ns}/references?${names}`, state.token, wait),
       ]);
       if (request !== state.request) return;
       state.series = series;
@@ -472,7 +500,11 @@
     const path = `${exportsPath()}/${enc($('dl-year').value)}/${$('dl-timespan').value}/${enc($('dl-number').value)}/${$('dl-view').value}`;
     $('dl-status').textContent = 'Preparing the file…';
     try {
-      const { data } = await api(path);
+      const { data } = await api(path, state.token, {
+        note: (seconds) => {
+          $('dl-status').textContent = `Preparing the file (a large one); asking again in ${seconds} s…`;
+        },
+      });
       for (const part of data) {
         const a = el('a', { href: part.url, download: '' });
         document.body.append(a);

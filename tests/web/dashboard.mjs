@@ -169,6 +169,34 @@ try {
   assert.deepEqual(await checked(second), await checked(page));
   await second.close();
 
+  // A view past serve's deadline (503 + Retry-After) is asked again, the
+  // page saying so meanwhile, and drawn once answered. (Not watched: its
+  // 503 is the point.)
+  const slow = await context.newPage();
+  let refused = 0;
+  await slow.route('**/breakdowns?*', (route) => {
+    refused += 1;
+    if (refused > 1) return route.continue();
+    return route.fulfill({
+      status: 503,
+      headers: { 'Retry-After': '2', 'Content-Type': 'application/json' },
+      body: JSON.stringify({ detail: 'not answered in time; try again shortly' }),
+    });
+  });
+  await slow.goto(link);
+  await slow.waitForSelector('#sign-in:not([hidden])');
+  await slow.fill('#token', tokenA);
+  await slow.click('#sign-in button[type=submit]');
+  await slow.waitForFunction(() => document.getElementById('status').textContent.includes('asking again in 2 s'));
+  await idle(slow);
+  assert.equal(refused, 2, 'the refused view is asked once more');
+  assert.equal(await slow.$eval('#status', (x) => x.className), '', 'no error shown');
+  const again = new URLSearchParams({ timespan: sel.timespan, period: sel.period });
+  for (const r of sel.repos.split(',')) again.append('repos', r);
+  const slowTotal = (await api(tokenA, `/namespaces/${sel.namespace}/breakdowns?${again}`)).total.pullCount;
+  assert.equal(await slow.$eval('#totals dd', (d) => Number(d.dataset.value)), slowTotal, 'the total, once answered');
+  await slow.close();
+
   // A download is the API's signed link: the Rust side compares it with
   // `pullstats export`.
   await page.selectOption('#dl-view', 'summary');
