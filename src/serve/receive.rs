@@ -38,19 +38,19 @@ pub struct Sorted<'a> {
 const OPEN: &[u8] = b"{\"events\":[";
 const CLOSE: &[u8] = b"]}";
 
-impl Kept<'_> {
-    /// `{"events":[<the event as received>]}`: forward mode's message, in
-    /// the envelope form the daemon decodes.
-    pub fn message(&self) -> Vec<u8> {
-        envelope(std::slice::from_ref(self))
-    }
+/// One envelope of every kept event, in order (direct mode's message: the
+/// engine takes an envelope's events in order, as the daemon does; forward
+/// mode's is one event's).
+pub fn envelope(kept: &[Kept<'_>]) -> Vec<u8> {
+    let mut m = Vec::new();
+    envelope_into(kept, &mut m);
+    m
 }
 
-/// One envelope of every kept event, in order (direct mode's message: the
-/// engine takes an envelope's events in order, as the daemon does).
-pub fn envelope(kept: &[Kept<'_>]) -> Vec<u8> {
+/// [`envelope`], appended to `m`.
+pub fn envelope_into(kept: &[Kept<'_>], m: &mut Vec<u8>) {
     let len = kept.iter().map(|k| k.raw.len() + 1).sum::<usize>();
-    let mut m = Vec::with_capacity(len + OPEN.len() + CLOSE.len());
+    m.reserve(len + OPEN.len() + CLOSE.len());
     m.extend_from_slice(OPEN);
     for (i, k) in kept.iter().enumerate() {
         if i > 0 {
@@ -59,7 +59,6 @@ pub fn envelope(kept: &[Kept<'_>]) -> Vec<u8> {
         m.extend_from_slice(k.raw.as_bytes());
     }
     m.extend_from_slice(CLOSE);
-    m
 }
 
 /// Sorts a body; `Err` when it is not an envelope at all (the whole body is
@@ -118,7 +117,8 @@ mod tests {
         let sorted = sort(body.as_bytes(), &mut Decoder::new(1 << 20)).expect("envelope");
         assert_eq!(sorted.kept.len(), 1);
         assert_eq!(sorted.kept[0].event.ip.to_string(), "2001:db8::1");
-        let message = sorted.kept[0].message();
+        let mut message = Vec::new();
+        envelope_into(&sorted.kept, &mut message);
         assert_eq!(envelope(&sorted.kept), message);
         let back: serde_json::Value = serde_json::from_slice(&message).expect("json");
         assert_eq!(back["events"][0]["id"], "e1");
