@@ -54,7 +54,7 @@ fuzz_target!(|body: &[u8]| {
     for kept in &sorted.kept {
         let mut events = Vec::new();
         decoder
-            .decode(&kept.message(), &mut events)
+            .decode(&envelope(std::slice::from_ref(kept)), &mut events)
             .expect("a kept message decodes");
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].kind, RequestKind::Manifest);
