@@ -390,7 +390,7 @@ impl Connectivity {
     }
 }
 
-fn log_librdkafka(level: RDKafkaLogLevel, fac: &str, message: &str) {
+pub fn log_librdkafka(level: RDKafkaLogLevel, fac: &str, message: &str) {
     match level {
         RDKafkaLogLevel::Emerg
         | RDKafkaLogLevel::Alert

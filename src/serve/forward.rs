@@ -7,13 +7,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, ClientContext};
 use tokio::sync::oneshot;
 
 use super::receive::{self, Kept};
-use crate::pipeline::kafka::KafkaSourceError;
+use crate::pipeline::kafka::{log_librdkafka, Connectivity, KafkaSourceError};
 
 /// An envelope's messages waiting for their delivery reports: the last
 /// report (or the first failure) completes the envelope's one waiter.
@@ -51,17 +52,34 @@ impl Waiting {
     }
 }
 
-/// Completes each envelope's waiter from librdkafka's delivery reports.
-pub struct Reports;
+/// Completes each envelope's waiter from librdkafka's delivery reports,
+/// and says when the brokers go away and come back (once each: while they
+/// are down librdkafka reports an error every few milliseconds, and each
+/// envelope is answered 503 with its reason anyway).
+#[derive(Default)]
+pub struct Reports {
+    connectivity: Connectivity,
+}
 
-impl ClientContext for Reports {}
+impl ClientContext for Reports {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        log_librdkafka(level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.connectivity.failed(&error, reason);
+    }
+}
 
 impl ProducerContext for Reports {
     type DeliveryOpaque = Arc<Waiting>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, waiting: Arc<Waiting>) {
         waiting.report(match result {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.connectivity.ok();
+                Ok(())
+            }
             Err((e, _)) => Err(e.to_string()),
         });
     }
@@ -91,13 +109,12 @@ impl Forwarder {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("message.timeout.ms", timeout.as_millis().max(1).to_string());
-        let producer =
-            config
-                .create_with_context(Reports)
-                .map_err(|source| KafkaSourceError::Client {
-                    role: "forwarding producer",
-                    source,
-                })?;
+        let producer = config
+            .create_with_context(Reports::default())
+            .map_err(|source| KafkaSourceError::Client {
+                role: "forwarding producer",
+                source,
+            })?;
         Ok(Self {
             producer,
             topic: topic.to_owned(),
@@ -144,10 +161,15 @@ impl Forwarder {
 
     /// Whether the brokers answer a metadata request for the topic.
     pub fn reachable(&self, timeout: Duration) -> bool {
-        self.producer
+        let up = self
+            .producer
             .client()
             .fetch_metadata(Some(&self.topic), timeout)
-            .is_ok_and(|m| m.topics().iter().any(|t| t.error().is_none()))
+            .is_ok_and(|m| m.topics().iter().any(|t| t.error().is_none()));
+        if up {
+            self.producer.context().connectivity.ok();
+        }
+        up
     }
 
     /// Waits (bounded) for what is in flight; used at shutdown.

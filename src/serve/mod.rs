@@ -47,7 +47,7 @@ use crate::stream::queue::{Message, QueueHandle, SubmitError};
 use crate::stream::wal::WalHandle;
 
 /// Seconds a 503 asks the client to wait (a registry uses its own backoff).
-pub const RETRY_AFTER_S: u64 = 5;
+const RETRY_AFTER_S: u64 = 5;
 /// The `source` of the receiver's dead letters.
 const SOURCE: &str = "POST /notifications";
 
@@ -165,9 +165,13 @@ pub fn router(app: Arc<App>, more: Router) -> Router {
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             body_timeout,
         ));
+    // Every 5xx is logged where it is made, with its reason (readiness
+    // probes' 503 excepted): tower-http's own line for it is debug only.
+    let trace = tower_http::trace::TraceLayer::new_for_http()
+        .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG));
     with_deadline(routes, handling)
         .layer(axum::middleware::from_fn_with_state(app.clone(), observe))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(trace)
 }
 
 /// `routes`, each request answered by [`past_deadline`] once `handling`

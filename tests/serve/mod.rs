@@ -548,6 +548,49 @@ fn forward_mode_then_the_daemon_equals_file_ingest() {
     assert_same(&table, &late_reference(dir.path(), &file));
 }
 
+/// With the brokers unreachable, forward mode answers envelopes 503 (the
+/// registry retries them) and `/readyz` 503, and its log says so once,
+/// not at each of librdkafka's errors (a few a second while the brokers
+/// are down, more while `/readyz` asks for them).
+#[test]
+fn unreachable_brokers_are_answered_503_and_logged_once() {
+    let dir = test_dir();
+    let (_, _, bodies) = generated_envelopes(dir.path(), 400, 24);
+    let tokens = dir.path().join("tokens.toml");
+    let secret = token(&tokens, "registry", "receive", &[]);
+    let table = dir.path().join("unused");
+    let mut serve = Serve::start(
+        &table,
+        &tokens,
+        &[
+            "--brokers",
+            "127.0.0.1:1",
+            "--topic",
+            "registry-events",
+            "--forward-timeout",
+            "2s",
+        ],
+    );
+    for body in bodies.iter().take(3) {
+        let (status, answer) = serve.post(Some(&secret), body);
+        assert_eq!(status, 503, "{answer}");
+        assert!(answer.contains("did not confirm within 2s"), "{answer}");
+    }
+    for _ in 0..2 {
+        let (status, answer) = get(serve.port, "/readyz").expect("readyz");
+        assert_eq!(status, 503, "{answer}");
+    }
+    serve.terminate_cleanly();
+    let log = std::fs::read_to_string(table.with_extension("serve.log")).expect("log");
+    assert_eq!(log.matches("Kafka unreachable").count(), 1, "{log}");
+    // librdkafka's error events (its own `FAIL` log lines it rate-limits
+    // itself); the dead-letter producer's are at debug.
+    let errors = log
+        .lines()
+        .filter(|l| l.contains("Global error") && !l.contains(" DEBUG "));
+    assert_eq!(errors.count(), 0, "{log}");
+}
+
 /// `send-notifications` replays a file of envelopes as a registry would,
 /// bad ones included (answered 202), over several connections: direct
 /// mode's table then equals the file ingest of the same events. A token
