@@ -380,7 +380,8 @@ impl Connectivity {
 
     /// Something came back from the brokers.
     pub fn ok(&self) {
-        if self.down.swap(false, Ordering::Relaxed) {
+        // Read first: called at every delivery, it writes only on a change.
+        if self.down.load(Ordering::Relaxed) && self.down.swap(false, Ordering::Relaxed) {
             tracing::info!("Kafka reachable again; resuming");
         }
     }

@@ -117,9 +117,15 @@ mod tests {
         let sorted = sort(body.as_bytes(), &mut Decoder::new(1 << 20)).expect("envelope");
         assert_eq!(sorted.kept.len(), 1);
         assert_eq!(sorted.kept[0].event.ip.to_string(), "2001:db8::1");
-        let mut message = Vec::new();
-        envelope_into(&sorted.kept, &mut message);
-        assert_eq!(envelope(&sorted.kept), message);
+        // Forward mode's message (one event's envelope; the only kept
+        // event here), appended after what the buffer holds.
+        let mut buffer = b"held".to_vec();
+        envelope_into(std::slice::from_ref(&sorted.kept[0]), &mut buffer);
+        let message = buffer.split_off(4);
+        assert_eq!(
+            (buffer.as_slice(), &message),
+            (&b"held"[..], &envelope(&sorted.kept))
+        );
         let back: serde_json::Value = serde_json::from_slice(&message).expect("json");
         assert_eq!(back["events"][0]["id"], "e1");
         assert_eq!((sorted.blob, sorted.not_pull), (1, 1));
