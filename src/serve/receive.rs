@@ -72,7 +72,10 @@ pub fn sort<'a>(body: &'a [u8], decoder: &mut Decoder) -> Result<Sorted<'a>, Str
         // As the file and Kafka decoders say of it.
         return Err("envelope holds no events".to_owned());
     }
-    let mut sorted = Sorted::default();
+    let mut sorted = Sorted {
+        kept: Vec::with_capacity(events.len()),
+        ..Sorted::default()
+    };
     for (raw, event) in events {
         let event = match event {
             Ok(event) => event,

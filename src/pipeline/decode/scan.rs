@@ -217,7 +217,9 @@ impl<'a> Scanner<'a> {
     fn elements<T>(&mut self, mut element: impl FnMut(&mut Self) -> Option<T>) -> Option<Vec<T>> {
         self.expect(b'[')?;
         self.whitespace();
-        let mut out = Vec::new();
+        // Room for an element per 512 bytes left (a registry's event is
+        // 600-900 bytes), so a body of 50 events is not copied as it grows.
+        let mut out = Vec::with_capacity(((self.text.len() - self.at) / 512).min(4096));
         if self.peek()? == b']' {
             self.at += 1;
             return Some(out);
