@@ -37,7 +37,8 @@ on a noisy machine:
 - memory: every pullstats row carries the process's peak RSS (VmHWM) and the
   most anonymous memory (RssAnon) seen; the rest is mostly the binary's code.
 
-Queries keep the best time of --runs. Needs `pip install duckdb`.
+Queries keep the best time of --runs; the serve rows show the median of
+--runs pairs (each beside its own reference run). Needs `pip install duckdb`.
 """
 import argparse
 import csv
@@ -287,8 +288,9 @@ def main():
         if "kafka" not in args.skip:
             kafka(args, rows)
         if "serve" not in args.skip:
-            rows.extend(serve_ingest.run(argparse.Namespace(bin=args.bin, tansu=args.tansu, events=args.serve_events,
-                                                            per_envelope=[1, 50], connections=64)))
+            rows.extend(serve_ingest.run(serve_ingest.parser().parse_args(
+                ["--bin", args.bin, "--tansu", args.tansu, "--events", str(args.serve_events),
+                 "--runs", str(args.runs)])))
         if "queries" not in args.skip:
             queries(args, work, rows)
         if "history" not in args.skip:

@@ -1,7 +1,7 @@
 """`pullstats serve` under load: envelopes/s and events/s through POST /notifications.
 
     python3 benches/serve_ingest.py [--events 200000] [--per-envelope 1 50]
-        [--connections 64] [--direct wal no-wal] [--bin target/release/pullstats]
+        [--connections 64] [--direct wal no-wal] [--runs 1] [--bin target/release/pullstats]
         [--tansu ~/.cargo/bin/tansu]
 
 `gen --format distribution` makes the events (registry notification events,
@@ -25,9 +25,14 @@ same run:
   into the same broker (a tansu broker in memory).
 
 The load generator shares the machine with serve: each row gives the CPU
-seconds it used. Prints one table.
+seconds it used. This machine's speed moves from minute to minute (a
+reference alone by a third): with --runs N each row is run N times, its
+reference again right before it each time (Kafka's on a fresh broker), and
+the run with the median ratio is shown, with the range of the N ratios.
+Prints one table.
 """
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -90,9 +95,67 @@ def stop(p):
         sys.exit(f"serve exited with {p.returncode}")
 
 
+def timed(cmd):
+    """Seconds `cmd` took (its output discarded)."""
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, env=ENV, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
+@contextlib.contextmanager
+def broker(tansu, work):
+    """A tansu broker in memory with the topics the forward rows use;
+    yields its address."""
+    port = kafka_ingest.free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    log = open(os.path.join(work, "broker.log"), "a")
+    p = subprocess.Popen([tansu, "broker", "--listener-url", url, "--advertised-listener-url", url,
+                          "--storage-engine", "memory://tansu/"], stdout=log, stderr=log, cwd=work)
+    try:
+        kafka_ingest.wait_port(port)
+        for topic, parts in (("produced", 3), ("forwarded", 3), ("forwarded.dlq", 1)):
+            subprocess.run([tansu, "topic", "create", "--broker", url, "--partitions", str(parts), topic],
+                           check=True, stdout=subprocess.DEVNULL)
+        yield f"127.0.0.1:{port}"
+    finally:
+        p.kill()
+        p.wait()
+        log.close()
+
+
+def serve_once(args, work, tokens, token_file, mode, extra, per, bodies_file, count, ref_name, ref_s):
+    """One posting of every body; the row's figures, and its ratio."""
+    table = os.path.join(work, f"{mode.split()[0]}-{per}")
+    t = time.perf_counter()
+    p, port = start_serve(args.bin, work, table, tokens, extra)
+    sent, client_cpu = send(args.bin, port, bodies_file, args.connections, token_file)
+    answered = time.perf_counter() - t
+    stop(p)
+    stopped = time.perf_counter() - t
+    if sent["envelopes"] != count or set(sent["statuses"]) != {"200"}:
+        sys.exit(f"serve {mode}: not every envelope was answered 200: {sent}")
+    if mode.startswith("direct"):
+        # The time into the table: until the final commit.
+        figure = (f"{count / answered:,.0f} envelopes/s answered ({answered:.1f} s); "
+                  f"{args.events / stopped:,.0f} events/s into the table ({stopped:.1f} s)")
+        total = stopped
+    else:
+        figure = (f"{count / answered:,.0f} envelopes/s, "
+                  f"{args.events / answered:,.0f} events/s ({answered:.1f} s)")
+        total = answered
+    latency = sent["latency_ms"]
+    shutil.rmtree(table, ignore_errors=True)
+    shutil.rmtree(table + ".rejected", ignore_errors=True)
+    return ref_s / total, (f"{figure}; load generator {client_cpu:.2f} CPU-s",
+                           f"{ref_name} {args.events / ref_s:,.0f} events/s ({ref_s:.1f} s)",
+                           f"p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} ms")
+
+
 def run(args):
+    """The rows: each mode and envelope size next to its reference, run
+    --runs times (each time the reference right before serve, Kafka's on a
+    fresh broker); the median run's figures, with the range of the ratios."""
     work = tempfile.mkdtemp(prefix="pullstats-serve-")
-    rows = []
     events = os.path.join(work, "events.jsonl")
     subprocess.run([args.bin, "gen", "-q", "--events", str(args.events), "--format", "distribution",
                     "--days", "7", "--output", events], check=True, env=ENV)
@@ -101,74 +164,49 @@ def run(args):
     with open(token_file, "w") as f:
         subprocess.run([args.bin, "token", "create", "--tokens", tokens, "--name", "bench", "--role", "receive"],
                        check=True, env=ENV, stdout=f, stderr=subprocess.DEVNULL)
+    bodies = {}
+    for per in args.per_envelope:
+        cut = envelopes(events, per)
+        path = os.path.join(work, f"bodies-{per}.jsonl")
+        with open(path, "wb") as f:
+            f.writelines(b + b"\n" for b in cut)
+        bodies[per] = (path, len(cut))
+    direct = [(f"direct{'' if d == 'wal' else ' --no-wal'}", [] if d == "wal" else ["--no-wal"]) for d in args.direct]
+    results = {}  # (mode, per) -> [(ratio, figures)], in run order
     try:
-        reference = os.path.join(work, "reference")
-        t = time.perf_counter()
-        subprocess.run([args.bin, "ingest", "-q", "--no-progress", "--from-file", events, "--table", reference],
-                       check=True, env=ENV, stdout=subprocess.DEVNULL)
-        ingest_s = time.perf_counter() - t
-
-        url_port = kafka_ingest.free_port()
-        url = f"tcp://127.0.0.1:{url_port}"
-        broker_log = open(os.path.join(work, "broker.log"), "w")
-        broker = subprocess.Popen([args.tansu, "broker", "--listener-url", url, "--advertised-listener-url", url,
-                                   "--storage-engine", "memory://tansu/"], stdout=broker_log, stderr=broker_log,
-                                  cwd=work)
-        try:
-            kafka_ingest.wait_port(url_port)
-            for topic, parts in (("produced", 3), ("forwarded", 3), ("forwarded.dlq", 1)):
-                subprocess.run([args.tansu, "topic", "create", "--broker", url, "--partitions", str(parts), topic],
-                               check=True, stdout=subprocess.DEVNULL)
-            brokers = f"127.0.0.1:{url_port}"
-            t = time.perf_counter()
-            subprocess.run([args.bin, "produce", "--brokers", brokers, "--topic", "produced", "--from-file", events],
-                           check=True, env=ENV, stdout=subprocess.DEVNULL)
-            produce_s = time.perf_counter() - t
-
-            for per in args.per_envelope:
-                bodies = envelopes(events, per)
-                bodies_file = os.path.join(work, f"bodies-{per}.jsonl")
-                with open(bodies_file, "wb") as f:
-                    f.writelines(b + b"\n" for b in bodies)
-                label = f"{args.events:,} events, {per}/envelope ({len(bodies):,}), {args.connections} connections"
-                modes = [(f"direct{'' if d == 'wal' else ' --no-wal'}", [] if d == "wal" else ["--no-wal"],
-                          "ingest --from-file", ingest_s) for d in args.direct]
-                modes.append(("forward", ["--brokers", brokers, "--topic", "forwarded"], "produce", produce_s))
-                for mode, extra, ref_name, ref_s in modes:
-                    table = os.path.join(work, f"{mode.split()[0]}-{per}")
-                    t = time.perf_counter()
-                    p, port = start_serve(args.bin, work, table, tokens, extra)
-                    sent, client_cpu = send(args.bin, port, bodies_file, args.connections, token_file)
-                    answered = time.perf_counter() - t
-                    stop(p)
-                    stopped = time.perf_counter() - t
-                    if sent["envelopes"] != len(bodies) or set(sent["statuses"]) != {"200"}:
-                        sys.exit(f"serve {mode}: not every envelope was answered 200: {sent}")
-                    if mode.startswith("direct"):
-                        # The time into the table: until the final commit.
-                        figure = (f"{len(bodies) / answered:,.0f} envelopes/s answered ({answered:.1f} s); "
-                                  f"{args.events / stopped:,.0f} events/s into the table ({stopped:.1f} s)")
-                        total = stopped
-                    else:
-                        figure = (f"{len(bodies) / answered:,.0f} envelopes/s, "
-                                  f"{args.events / answered:,.0f} events/s ({answered:.1f} s)")
-                        total = answered
-                    latency = sent["latency_ms"]
-                    rows.append((f"serve {mode}", label, f"{figure}; load generator {client_cpu:.2f} CPU-s",
-                                 f"{ref_name} {args.events / ref_s:,.0f} events/s ({ref_s:.1f} s)",
-                                 f"{ref_s / total:.2f} of the rate",
-                                 f"p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} ms"))
-                    shutil.rmtree(table, ignore_errors=True)
-                    shutil.rmtree(table + ".rejected", ignore_errors=True)
-        finally:
-            broker.kill()
-            broker.wait()
+        for _ in range(args.runs):
+            if direct:
+                reference = os.path.join(work, "reference")
+                ingest_s = timed([args.bin, "ingest", "-q", "--no-progress", "--from-file", events,
+                                  "--table", reference])
+                shutil.rmtree(reference, ignore_errors=True)
+                shutil.rmtree(reference + ".rejected", ignore_errors=True)
+                for per in args.per_envelope:
+                    for mode, extra in direct:
+                        results.setdefault((mode, per), []).append(serve_once(
+                            args, work, tokens, token_file, mode, extra, per, *bodies[per],
+                            "ingest --from-file", ingest_s))
+            with broker(args.tansu, work) as brokers:
+                produce_s = timed([args.bin, "produce", "--brokers", brokers, "--topic", "produced",
+                                   "--from-file", events])
+                for per in args.per_envelope:
+                    results.setdefault(("forward", per), []).append(serve_once(
+                        args, work, tokens, token_file, "forward", ["--brokers", brokers, "--topic", "forwarded"],
+                        per, *bodies[per], "produce", produce_s))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    rows = []
+    for per in args.per_envelope:
+        for mode, _ in [*direct, ("forward", None)]:
+            runs = sorted(results[(mode, per)], key=lambda r: r[0])
+            ratio, (figure, reference, latency) = runs[len(runs) // 2]
+            spread = "" if len(runs) == 1 else f" (median of {len(runs)}: {runs[0][0]:.2f}–{runs[-1][0]:.2f})"
+            label = f"{args.events:,} events, {per}/envelope ({bodies[per][1]:,}), {args.connections} connections"
+            rows.append((f"serve {mode}", label, figure, reference, f"{ratio:.2f} of the rate{spread}", latency))
     return rows
 
 
-def main():
+def parser():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", default="target/release/pullstats")
     ap.add_argument("--tansu", default=os.path.expanduser("~/.cargo/bin/tansu"))
@@ -177,7 +215,15 @@ def main():
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--direct", nargs="*", choices=["wal", "no-wal"], default=["wal"],
                     help="direct mode with its write-ahead log, without (--no-wal: slow), or both")
-    args = ap.parse_args()
+    ap.add_argument("--runs", type=int, default=1,
+                    help="each row this many times, its reference right before it; the median is shown")
+    return ap
+
+
+def main():
+    args = parser().parse_args()
+    if args.runs < 1:
+        sys.exit("--runs must be at least 1")
     print_table(("scenario", "input", "serve", "reference", "serve / reference", "answer latency"), run(args))
 
 
