@@ -54,8 +54,9 @@ impl Waiting {
 
 /// Completes each envelope's waiter from librdkafka's delivery reports,
 /// and says when the brokers go away and come back (once each: while they
-/// are down librdkafka reports an error every few milliseconds, and each
-/// envelope is answered 503 with its reason anyway).
+/// are down librdkafka reports errors a few times a second, dozens while
+/// `/readyz` asks for metadata, and each envelope is answered 503 with its
+/// reason anyway).
 #[derive(Default)]
 pub struct Reports {
     connectivity: Connectivity,
